@@ -4,6 +4,7 @@ Importing this package registers ``SPANet`` in MMEngine's root ``MODELS`` regist
 the three codebases' registries fall back to, so ``custom_imports=dict(imports=['spanet_mm'])``
 is all a config needs.
 """
+from . import engine  # noqa: F401  allow-lists Runner checkpoints for torch.load
 from .models import SPAM, SPANet, SpectralPoolingFilter, spectral_mask
 from .version import __version__
 

@@ -124,6 +124,8 @@ class SPANet(BaseModule):
     }
     arch_aliases = {'small': 's', 'medium': 'm', 'medium_x': 'mx', 'base': 'b',
                     'base_x': 'bx'}
+    # Run on channels-last data on CPU (a speed setting only: the outputs are the same).
+    channels_last: bool = True
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -224,17 +226,30 @@ class SPANet(BaseModule):
             raise ValueError(f'SPANet expects input of shape (N, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
         outs = []
+        if self.channels_last and x.device.type == 'cpu':
+            # The convolutions (oneDNN), GroupNorm and the spectral filter run faster on
+            # channels-last data on CPU; the features are handed back plainly contiguous.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = self.downsamples[i - 1](x)
             x = self._run_stage(stage, x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x))
+                outs.append(getattr(self, f'norm{i}')(x).contiguous())
         return tuple(outs)
 
     def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
-        if not (self.with_cp and x.requires_grad):
+        norm = stage[0].norm1
+        if (torch.is_grad_enabled() and not x.requires_grad and x.device.type == 'cpu'
+                and not x.is_contiguous() and norm.weight.requires_grad):
+            # torch 2.13's CPU GroupNorm backward crashes (segfault) on channels-last input
+            # that needs no gradient when its weight does (the first stage after frozen
+            # ones): let autograd track this input too.
+            x = x.detach().requires_grad_()
+        # Checkpoint whenever autograd records, even if x itself needs no gradient (the
+        # input of the first trainable stage after frozen ones): the blocks' weights do.
+        if not (self.with_cp and torch.is_grad_enabled()):
             return stage(x)
         for block in stage:
             x = cp.checkpoint(block, x, use_reentrant=False)

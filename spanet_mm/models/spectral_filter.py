@@ -5,11 +5,27 @@ orthonormal DFT and a centred mask ``M`` (Eq. 16-18) that is ``balance`` inside 
 ``radius`` around the zero frequency, ``1 - balance`` outside it, and (as in the authors'
 release, whose weights were trained that way) ``1/3`` on the ring ``d == radius``.
 
-Because ``M`` equals ``1 - balance`` everywhere but a handful of frequencies, the same linear
-map is ``y = (1 - balance) * x + K(x)``, where ``K`` only touches the few frequencies with
-``|u|, |v| <= radius``. ``K`` is computed here with small real matrix products against cosine
-and sine bases (a partial DFT), so there is no FFT, no complex tensor and no rolling of the
-data; the result equals the paper's formula to float32 rounding (see tests/test_spectral_filter.py).
+How it is computed here (same linear map, no FFT, no complex numbers, no rolling):
+
+1. ``M`` equals ``1 - balance`` everywhere but at the few frequencies ``(u, v)`` with
+   ``|u|, |v| <= R = floor(radius)``, so ``y = (1 - balance) * x + K(x)`` where ``K`` only
+   involves those frequencies, weighted by the mask's excess ``E(u, v) = M - (1 - balance)``.
+2. ``K(x)[h, w] = sum_{u,v} E(u, v) / (H W) * sum_{h',w'} x[h', w']
+   cos(2 pi (u (h - h') / H + v (w - w') / W))``: the real part of the inverse DFT of the
+   masked DFT, written out. ``E`` depends on ``|u|`` and ``|v|`` only (the mask is a disk), so
+   the sine parts of the ``+-u``, ``+-v`` terms cancel and the pair of a frequency and its
+   mirror image adds up to ``cos(2 pi u (h - h') / H) cos(2 pi v (w - w') / W)``.
+3. ``cos(a (h - h')) = cos(a h) cos(a h') + sin(a h) sin(a h')``, so with the real basis
+   ``P`` (rows ``cos(2 pi u k / size)`` for ``u = 0..R`` and ``sin(2 pi u k / size)`` for
+   ``u = 1..R``, ``2 R + 1`` rows in all) the correction is separable:
+   ``K(x) = P_H^T (coef * (P_H x P_W^T)) P_W``, with ``coef`` the excess times how many of
+   ``+u, -u`` exist on the grid (1 for ``u = 0``, and for sizes too small to hold both), over
+   ``H W``.
+
+For radius 2 that is a projection onto 5 x 5 real coefficients per channel and back: about
+10 multiply-adds per input value, against ``2 log2(HW)`` complex FFT passes. The result equals
+the paper's formula to float32 rounding (tests/test_spectral_filter.py,
+tests/test_fast_paths.py).
 """
 import math
 from typing import Dict, Sequence, Tuple
@@ -48,7 +64,7 @@ def spectral_mask(height: int, width: int, radius: float, balance: float,
     return mask.to(dtype)
 
 
-def _valid_offsets(offsets: Tensor, size: int) -> Tensor:
+def _exists(offsets: Tensor, size) -> Tensor:
     """Which signed frequencies exist on a centred grid of ``size`` bins.
 
     The centred grid holds the offsets ``-(size // 2) .. size - 1 - size // 2``; written
@@ -57,11 +73,27 @@ def _valid_offsets(offsets: Tensor, size: int) -> Tensor:
     return (2 * offsets < size) & (-2 * offsets <= size)
 
 
-def _fourier_basis(offsets: Tensor, size: int) -> Tensor:
-    """Rows ``cos(2 pi u k / size)`` then ``sin(2 pi u k / size)`` for each offset ``u``."""
-    positions = torch.arange(size, dtype=torch.float64, device=offsets.device)
-    angles = (2 * math.pi / size) * offsets.to(torch.float64)[:, None] * positions[None, :]
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=0)
+def _multiplicity(reach: int, size, device: torch.device) -> Tensor:
+    """For ``u = 0..reach``, how many of the frequencies ``+u`` and ``-u`` exist on the grid
+    (``u = 0`` counts once): 2 normally, fewer when ``size`` is too small to hold both."""
+    freqs = torch.arange(reach + 1, device=device)
+    count = _exists(freqs, size).to(torch.float64) + _exists(-freqs, size).to(torch.float64)
+    return torch.where(freqs == 0, count / 2, count)
+
+
+def _real_basis(reach: int, size, device: torch.device) -> Tensor:
+    """``(2 reach + 1, size)`` rows: ``cos(2 pi u k / size)`` for ``u = 0..reach``, then
+    ``sin(2 pi u k / size)`` for ``u = 1..reach`` (float64)."""
+    positions = torch.arange(size, device=device).to(torch.float64)
+    freqs = torch.arange(reach + 1, device=device).to(torch.float64)
+    angles = (2 * math.pi / size) * freqs[:, None] * positions[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles[1:])], dim=0)
+
+
+def _basis_frequencies(reach: int, device: torch.device) -> Tensor:
+    """The ``|u|`` of each row of :func:`_real_basis`."""
+    freqs = torch.arange(reach + 1, device=device)
+    return torch.cat([freqs, freqs[1:]])
 
 
 class SpectralPoolingFilter(nn.Module):
@@ -70,6 +102,8 @@ class SpectralPoolingFilter(nn.Module):
     One module serves all ``N`` balances of a SPAM layer: channel ``c`` is filtered with
     ``channel_balances[c]``. Nothing here is a parameter or a buffer; the per-size operators
     are built on first use for each feature size and device and cached.
+
+    Works on contiguous and channels-last inputs alike and keeps the input's memory format.
 
     Args:
         radius (float): Radius ``r`` of the low-frequency disk.
@@ -105,22 +139,38 @@ class SpectralPoolingFilter(nn.Module):
         return y.to(x.dtype)
 
     def _filter_float32(self, x: Tensor) -> Tensor:
-        height, width = x.shape[-2:]
+        if _is_channels_last(x):
+            # Work on the (N, H, W, C) view, which is contiguous: no copies.
+            return self._filter_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self._filter_nchw(x)
+
+    def _filter_nchw(self, x: Tensor) -> Tensor:
+        x = x.contiguous()
+        n, c, height, width = x.shape
         keep, coef, basis_h, basis_w = self._operators(height, width, x.device)
-        num_u = coef.shape[-2]
-        # Partial DFT onto the few frequencies the mask singles out.
-        proj = basis_h @ (x @ basis_w.transpose(0, 1))  # (N, C, 2U, 2U)
-        cc, cs = proj[..., :num_u, :num_u], proj[..., :num_u, num_u:]
-        sc, ss = proj[..., num_u:, :num_u], proj[..., num_u:, num_u:]
-        # Re(X) = cc - ss and -Im(X) = cs + sc; scale them by the mask's excess over
-        # 1 - balance and take the real part of the inverse transform.
-        real = coef * (cc - ss)
-        imag = coef * (cs + sc)
-        spectrum = torch.cat(
-            [torch.cat([real, imag], dim=-1),
-             torch.cat([imag, -real], dim=-1)], dim=-2)
-        correction = basis_h.transpose(0, 1) @ (spectrum @ basis_w)
-        return x * keep + correction
+        # Project onto the (2R+1) x (2R+1) real basis, weight, and synthesise back.
+        z = basis_h @ (x @ basis_w.t())  # (N, C, A, A)
+        s = (z * coef) @ basis_w  # (N, C, A, W)
+        y = x * keep[:, None, None]
+        # y += basis_h^T @ s, accumulated in place.
+        num_a = basis_h.shape[0]
+        y.view(n * c, height, width).baddbmm_(
+            basis_h.t().expand(n * c, height, num_a), s.reshape(n * c, num_a, width))
+        return y
+
+    def _filter_nhwc(self, x: Tensor) -> Tensor:
+        n, height, width, c = x.shape
+        keep, coef, basis_h, basis_w = self._operators(height, width, x.device)
+        num_a = basis_h.shape[0]
+        # Contract W (a batched product over the N*H rows), then H.
+        t = basis_w @ x  # (N, H, A, C)
+        z = basis_h @ t.reshape(n, height, num_a * c)  # (N, A, A*C): rows u, then (v, c)
+        z = z.view(n, num_a, num_a, c) * coef.permute(1, 2, 0)
+        s = basis_h.t() @ z.view(n, num_a, num_a * c)  # (N, H, A*C)
+        y = x * keep
+        y.view(n * height, width, c).baddbmm_(
+            basis_w.t().expand(n * height, width, num_a), s.view(n * height, num_a, c))
+        return y
 
     def _operators(self, height: int, width: int,
                    device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -138,22 +188,29 @@ class SpectralPoolingFilter(nn.Module):
 
     def _build_operators(self, height: int, width: int,
                          device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``keep`` (C,), ``coef`` (C, A, A), ``basis_h`` (A, H), ``basis_w`` (A, W), float32,
+        with ``A = 2 R + 1``; see the module docstring."""
         reach = int(math.floor(self.radius))
-        offsets = torch.arange(-reach, reach + 1, device=device)
-        dist2 = (offsets[:, None]**2 + offsets[None, :]**2).to(torch.float64)
+        freq_h = _basis_frequencies(reach, device)
+        freq_w = _basis_frequencies(reach, device)
+        dist2 = (freq_h[:, None]**2 + freq_w[None, :]**2).to(torch.float64)
         radius2 = self.radius**2
-        exists = (_valid_offsets(offsets, height)[:, None]
-                  & _valid_offsets(offsets, width)[None, :]).to(torch.float64)
-        inside = (dist2 < radius2).to(torch.float64) * exists
-        ring = (dist2 == radius2).to(torch.float64) * exists
+        inside = (dist2 < radius2).to(torch.float64)
+        ring = (dist2 == radius2).to(torch.float64)
+        count = (_multiplicity(reach, height, device)[freq_h][:, None]
+                 * _multiplicity(reach, width, device)[freq_w][None, :])
 
-        balances = torch.tensor(
-            self.channel_balances, dtype=torch.float64, device=device)[:, None, None]
-        # Mask minus (1 - balance): 2*balance - 1 inside the disk, balance - 2/3 on the
-        # ring, zero elsewhere; 1 / (H * W) is the two orthonormal scalings together.
-        excess = inside * (2 * balances - 1) + ring * (balances - (1 - RING_VALUE))
-        coef = excess / (height * width)
+        balances = torch.tensor(self.channel_balances, dtype=torch.float64, device=device)
+        excess = (inside * (2 * balances[:, None, None] - 1)
+                  + ring * (balances[:, None, None] - (1 - RING_VALUE)))
+        # 1 / (H * W) is the two orthonormal scalings together.
+        coef = excess * count / (height * width)
         keep = 1 - balances
-        basis_h = _fourier_basis(offsets, height)
-        basis_w = _fourier_basis(offsets, width)
+        basis_h = _real_basis(reach, height, device)
+        basis_w = _real_basis(reach, width, device)
         return tuple(t.to(torch.float32) for t in (keep, coef, basis_h, basis_w))
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    """Whether ``x`` is stored channels-last (and not also plainly contiguous)."""
+    return (not x.is_contiguous()) and x.is_contiguous(memory_format=torch.channels_last)

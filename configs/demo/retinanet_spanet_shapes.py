@@ -1,0 +1,83 @@
+# RetinaNet with a small SPANet trained from scratch on generated shapes (COCO format).
+# The main job of tools/demo.py: about 128x128 images of circles, squares and triangles
+# (COCO categories person, bicycle, car) written by spanet_mm.datasets.make_coco_shapes.
+# Total batch size 8 (1 process x 8). tools/demo.py fills in data_root and work_dir.
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
+
+classes = ('person', 'bicycle', 'car')  # circle, square, triangle
+image_size = 128
+max_iters = 300
+data_root = 'work_dirs/demo/data/'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='SPANet',
+        arch=dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 2, 1]),
+        out_indices=(1, 2, 3),
+        drop_path_rate=0.,
+        init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256], out_channels=128, start_level=0, num_outs=3),
+    bbox_head=dict(
+        num_classes=len(classes),
+        in_channels=128,
+        feat_channels=128,
+        # Objects are 15-60 px: anchors of 16-100 px on strides 8, 16, 32.
+        anchor_generator=dict(octave_base_scale=2, strides=[8, 16, 32])))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    batch_sampler=None,
+    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                 filter_cfg=dict(filter_empty_gt=True, min_size=16),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+# Iteration-based schedule; validation (COCO bbox mAP on the held-out split) at the end.
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=max_iters)
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    clip_grad=dict(max_norm=10, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=1e-5)
+]
+auto_scale_lr = dict(enable=False, base_batch_size=8)
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=10),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters),
+    # Draw ground truth | prediction for the first image of every validation batch.
+    visualization=dict(type='DetVisualizationHook', draw=True, interval=1))
+log_processor = dict(by_epoch=False, window_size=10)
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)

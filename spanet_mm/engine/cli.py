@@ -1,0 +1,231 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: one command line for MMDetection,
+MMSegmentation and MMPretrain configs.
+
+The config's ``default_scope`` (``mmdet``, ``mmseg`` or ``mmpretrain``) picks the codebase;
+its modules are registered and its scope made the default before the Runner is built. The
+flags are those of the codebases' own tools (MMDetection's names where they differ); the few
+whose meaning differs per codebase (``--out``, ``--show-dir``) follow that codebase's tool.
+"""
+import argparse
+import importlib
+import logging
+import os
+import os.path as osp
+from typing import List, Optional, Sequence
+
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from .cpu_distributed import needs_cpu_distributed, setup_cpu_distributed
+
+# default_scope -> package whose ``utils.register_all_modules`` registers its modules.
+CODEBASES = {'mmdet': 'mmdet', 'mmseg': 'mmseg', 'mmpretrain': 'mmpretrain'}
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def codebase_of(cfg: Config) -> str:
+    """The codebase a config belongs to, from its ``default_scope``.
+
+    Raises:
+        ValueError: the config has no ``default_scope`` or an unsupported one.
+    """
+    scope = cfg.get('default_scope')
+    if scope not in CODEBASES:
+        raise ValueError(f'The config must set default_scope to one of {sorted(CODEBASES)} '
+                         f'(usually inherited from the codebase\'s default_runtime.py), '
+                         f'got {scope!r}')
+    return scope
+
+
+def init_codebase(cfg: Config) -> str:
+    """Register the modules of the config's codebase and make its scope the default."""
+    scope = codebase_of(cfg)
+    utils = importlib.import_module(f'{CODEBASES[scope]}.utils')
+    utils.register_all_modules(init_default_scope=True)
+    return scope
+
+
+def _add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--work-dir', help='directory for logs, checkpoints and metrics; '
+                        'default ./work_dirs/<config name>')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries, key=value pairs (e.g. '
+        'train_dataloader.batch_size=4 model.backbone.arch=m); lists as key="[a,b]"')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='job launcher (dist_*.sh pass pytorch, slurm_*.sh slurm)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help='set by old-style launchers; torchrun sets LOCAL_RANK instead')
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Train a SPANet model (MMDetection, MMSegmentation or MMPretrain config)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint, or without a value from the latest checkpoint '
+        'in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by (actual total batch size) / '
+                        '(the config\'s auto_scale_lr.base_batch_size)')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    _add_common_args(parser)
+    return parser
+
+
+def test_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a SPANet model (MMDetection, MMSegmentation or '
+        'MMPretrain config)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--out', help='mmdet, mmpretrain: dump predictions to this .pkl file; mmseg: '
+        'write predictions as PNGs into this directory')
+    parser.add_argument('--show-dir', help='save images with drawn predictions here '
+                        '(relative paths land in the work dir\'s timestamped folder)')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds each window is shown with --show')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation with the config\'s tta_model and '
+                        'tta_pipeline')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision inference (mmpretrain configs)')
+    _add_common_args(parser)
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser,
+               argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    # Old launchers pass --local-rank; MMEngine's init_dist reads LOCAL_RANK.
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Read the config (which imports its ``custom_imports``, e.g. ``spanet_mm``), apply
+    ``--cfg-options``, the launcher and the work dir."""
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def apply_train_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Turn the training flags into config entries."""
+    if args.amp:
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            print_log('AMP is already enabled in the config.', logger='current',
+                      level=logging.WARNING)
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) '
+                             f'in the config, got {cfg.get("auto_scale_lr")!r}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    return cfg
+
+
+def apply_test_args(cfg: Config, args: argparse.Namespace, scope: str) -> Config:
+    """Turn the test flags into config entries, the way the codebase's own tool does."""
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        _enable_visualization(cfg, args, scope)
+    if args.tta:
+        missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
+        if missing:
+            raise ValueError(f'--tta needs {" and ".join(missing)} in the config')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    if args.amp:
+        if scope != 'mmpretrain':
+            raise ValueError(f'--amp for testing is supported for mmpretrain configs, '
+                             f'got a {scope} config')
+        cfg.test_cfg.fp16 = True
+    if args.out is not None:
+        if scope == 'mmseg':
+            cfg.test_evaluator['output_dir'] = args.out
+            cfg.test_evaluator['keep_results'] = True
+        elif not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must name a .pkl file for {scope} configs, '
+                             f'got {args.out!r}')
+    return cfg
+
+
+def _enable_visualization(cfg: Config, args: argparse.Namespace, scope: str) -> None:
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ValueError('--show/--show-dir need default_hooks.visualization in the config')
+    if scope == 'mmpretrain':
+        hook.update(enable=True, show=args.show, wait_time=args.wait_time,
+                    out_dir=args.show_dir)
+        return
+    hook.draw = True
+    if args.show:
+        hook.update(show=True, wait_time=args.wait_time)
+    if args.show_dir:
+        if scope == 'mmdet':
+            hook.test_out_dir = args.show_dir
+        else:
+            cfg.visualizer.save_dir = args.show_dir
+
+
+def add_result_dumper(runner: Runner, out: Optional[str], scope: str) -> None:
+    """Append the codebase's result-dumping metric for ``--out`` (mmseg writes PNGs through
+    its IoUMetric instead)."""
+    if out is None or scope == 'mmseg':
+        return
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults as Dumper
+    else:
+        from mmpretrain.evaluation import DumpResults as Dumper
+    runner.test_evaluator.metrics.append(Dumper(out_file_path=out))
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The Runner for the config (after a gloo process group, for torchrun without GPUs)."""
+    if needs_cpu_distributed(cfg):
+        setup_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def train(argv: Optional[List[str]] = None) -> None:
+    """``tools/train.py``."""
+    args = parse_args(train_parser(), argv)
+    cfg = load_config(args)
+    init_codebase(cfg)
+    build_runner(apply_train_args(cfg, args)).train()
+
+
+def test(argv: Optional[List[str]] = None) -> dict:
+    """``tools/test.py``; returns the metrics."""
+    args = parse_args(test_parser(), argv)
+    cfg = load_config(args)
+    scope = init_codebase(cfg)
+    runner = build_runner(apply_test_args(cfg, args, scope))
+    add_result_dumper(runner, args.out, scope)
+    return runner.test()

@@ -1,0 +1,117 @@
+"""Configs written elsewhere, inheriting the codebases' shipped configs and importing
+spanet_mm through ``custom_imports``, run with MMDetection's and MMSegmentation's OWN tools
+(shipped inside their packages), not this repository's."""
+import textwrap
+
+import pytest
+import torch
+from conftest import (E2E_IMAGE_SIZE, TINY_ARCH, codebase_tool, read_test_metrics,
+                      run_command)
+
+RETINANET_CONFIG = """\
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
+
+data_root = '{data_root}/'
+model = dict(
+    backbone=dict(_delete_=True, type='SPANet', arch={arch}, out_indices=(1, 2, 3)),
+    neck=dict(in_channels={neck_in}, start_level=0),
+    # An 8-iteration model scores nothing above 0.05; keep every box to have mAP computed.
+    test_cfg=dict(score_thr=0.0))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=({size}, {size}), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=({size}, {size}), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root,
+                                                   pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=1e-4,
+                                    weight_decay=1e-4))
+train_cfg = dict(max_epochs=2, val_interval=2)
+"""
+
+SEMANTIC_FPN_CONFIG = """\
+_base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
+custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
+
+data_root = '{data_root}'
+crop_size = ({size}, {size})
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(_delete_=True, type='SPANet', arch={arch}),
+    neck=dict(in_channels={neck_in}))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=({long}, {size}), ratio_range=(0.5, 2.0),
+         keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=({long}, {size}), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root,
+                                                   pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=4, val_interval=4)
+default_hooks = dict(checkpoint=dict(interval=4))
+"""
+
+
+def write_config(directory, template, **values):
+    values.update(arch=repr(TINY_ARCH), size=E2E_IMAGE_SIZE, long=4 * E2E_IMAGE_SIZE)
+    path = directory / 'my_config.py'
+    path.write_text(textwrap.dedent(template.format(**values)))
+    return path
+
+
+@pytest.mark.slow
+def test_mmdet_own_tools_train_and_test_retinanet_config(coco_shapes, tmp_path):
+    config = write_config(tmp_path, RETINANET_CONFIG, data_root=coco_shapes['data_root'],
+                          neck_in=TINY_ARCH['embed_dims'][1:])
+    # Run from the config's directory: nothing of this repository is on the path but the
+    # installed spanet_mm package.
+    run_command(['python', codebase_tool('mmdet', 'train.py'), config, '--work-dir',
+                 tmp_path / 'train'], cwd=tmp_path)
+    checkpoint = tmp_path / 'train' / 'epoch_2.pth'
+    log = run_command(['python', codebase_tool('mmdet', 'test.py'), config, checkpoint,
+                       '--work-dir', tmp_path / 'test'], cwd=tmp_path)
+    assert f'Load checkpoint from {checkpoint}' in log
+    metrics = read_test_metrics(tmp_path / 'test')
+    assert 0 <= metrics['coco/bbox_mAP'] <= 1, metrics
+    state = torch.load(checkpoint, map_location='cpu')
+    assert 'backbone.stages.2.1.token_mixer.proj_in.weight' in state['state_dict']
+
+
+@pytest.mark.slow
+def test_mmseg_own_test_tool_semantic_fpn_config(ade20k_like, tmp_path):
+    config = write_config(tmp_path, SEMANTIC_FPN_CONFIG, data_root=ade20k_like['data_root'],
+                          neck_in=TINY_ARCH['embed_dims'])
+    run_command(['python', codebase_tool('mmseg', 'train.py'), config, '--work-dir',
+                 tmp_path / 'train'], cwd=tmp_path)
+    checkpoint = tmp_path / 'train' / 'iter_4.pth'
+    log = run_command(['python', codebase_tool('mmseg', 'test.py'), config, checkpoint,
+                       '--work-dir', tmp_path / 'test'], cwd=tmp_path)
+    assert f'Load checkpoint from {checkpoint}' in log
+    metrics = read_test_metrics(tmp_path / 'test')
+    assert 0 <= metrics['mIoU'] <= 100, metrics

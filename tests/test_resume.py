@@ -1,0 +1,66 @@
+"""A training run killed after its first checkpoint resumes with ``tools/train.py --resume``
+under torch's ``weights_only`` loading and finishes at the planned iteration, continuing the
+killed run's iterations, optimizer state and loss history (not starting over)."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import (REPO_ROOT, TINY_ARCH, arch_options, cfg_options, run_command, tool,
+                      train_scalars)
+
+CONFIG = REPO_ROOT / 'configs/mmseg/fpn_spanet_s_ade20k_80k.py'
+MAX_ITERS, INTERVAL = 12, 4
+
+
+def wait_for_checkpoint(proc, work_dir, name, timeout=600):
+    """Wait until ``name`` is saved and recorded as the latest checkpoint."""
+    last = work_dir / 'last_checkpoint'
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if last.is_file() and last.read_text().strip().endswith(name):
+            return
+        assert proc.poll() is None, f'training ended (rc {proc.returncode}) before {name}'
+        time.sleep(0.5)
+    raise TimeoutError(f'{name} not saved within {timeout} s')
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_continues(ade20k_options, tmp_path):
+    work_dir = tmp_path / 'work'
+    options = ade20k_options + arch_options() + cfg_options(
+        train_cfg__max_iters=MAX_ITERS, train_cfg__val_interval=MAX_ITERS,
+        default_hooks__checkpoint__interval=INTERVAL, default_hooks__logger__interval=1,
+        train_dataloader__batch_size=2, model__neck__in_channels=TINY_ARCH['embed_dims'])
+    cmd = ['python', str(tool('train.py')), str(CONFIG), '--work-dir', str(work_dir),
+           '--cfg-options', *options]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_checkpoint(proc, work_dir, f'iter_{INTERVAL}.pth')
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its data loader workers
+        proc.wait()
+    killed = train_scalars(work_dir)
+    first = work_dir / f'iter_{INTERVAL}.pth'
+    assert not (work_dir / f'iter_{MAX_ITERS}.pth').exists()
+
+    log = run_command(cmd + ['--resume', str(first)])
+    assert f'resumed epoch: 0, iter: {INTERVAL}' in log
+    resumed = [r for r in train_scalars(work_dir) if r not in killed]
+    # The resumed run logs iterations INTERVAL + 1 .. MAX_ITERS, not 1 .. MAX_ITERS.
+    assert [r['iter'] for r in resumed] == list(range(INTERVAL + 1, MAX_ITERS + 1))
+
+    final = torch.load(work_dir / f'iter_{MAX_ITERS}.pth', map_location='cpu')
+    assert final['meta']['iter'] == MAX_ITERS
+    # AdamW counted every step of both runs: its state was restored, not rebuilt.
+    steps = {float(s['step']) for s in final['optimizer']['state'].values()}
+    assert steps == {float(MAX_ITERS)}
+    # The loss history goes on from the killed run's: its first INTERVAL values are those
+    # the killed run logged, followed by the resumed run's.
+    history = final['message_hub']['log_scalars']['train/loss'].data[0]
+    logged = {r['iter']: r['loss'] for r in killed + resumed}
+    assert len(history) == MAX_ITERS
+    assert history.tolist() == pytest.approx([logged[i] for i in range(1, MAX_ITERS + 1)])
