@@ -47,7 +47,8 @@ def trainable(model):
 
 
 def test_every_config_is_tested():
-    found = {str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.glob('*/*.py')}
+    found = {str(p.relative_to(CONFIG_DIR)) for codebase in ('mmdet', 'mmseg', 'mmpretrain')
+             for p in (CONFIG_DIR / codebase).glob('*.py')}
     assert found == set(DENSE) | set(CLASSIFIERS)
 
 
@@ -150,3 +151,79 @@ def test_imagenet_recipe(arch):
         resize_step, crop = loader.dataset.pipeline[1:3]
         assert (resize_step.scale, resize_step.interpolation) == (resize, 'bicubic')
         assert crop.crop_size == 224
+
+
+def test_model_index_lists_every_config():
+    import yaml
+    root = CONFIG_DIR.parent
+    index = yaml.safe_load((root / 'model-index.yml').read_text())
+    listed = {}
+    for metafile in index['Import']:
+        for model in yaml.safe_load((root / metafile).read_text())['Models']:
+            listed[model['Config']] = model['Metadata']['Parameters']
+    assert set(listed) == {f'configs/{name}' for name in list(DENSE) + list(CLASSIFIERS)}
+    for name, count in CLASSIFIERS.items():
+        assert listed[f'configs/{name}'] == count
+    for name, millions in DENSE.items():
+        assert round(listed[f'configs/{name}'] / 1e6) == millions
+
+
+# The tools' command line (spanet_mm/engine/cli.py) applied to the real configs.
+
+def _train_args(*argv):
+    from spanet_mm.engine import cli
+    return cli.parse_args(cli.train_parser(), [str(CONFIG_DIR / 'mmdet/retinanet_spanet_s_1x.py'),
+                                               *argv])
+
+
+def test_train_flags_become_config_entries(tmp_path):
+    from spanet_mm.engine import cli
+    args = _train_args('--work-dir', str(tmp_path), '--amp', '--auto-scale-lr', '--resume',
+                       'ckpt.pth', '--cfg-options', 'train_cfg.max_epochs=2')
+    cfg = cli.apply_train_args(cli.load_config(args), args)
+    assert cfg.work_dir == str(tmp_path)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=8)
+    assert (cfg.resume, cfg.load_from) == (True, 'ckpt.pth')
+    assert cfg.train_cfg.max_epochs == 2
+    auto = _train_args('--resume')
+    cfg = cli.apply_train_args(cli.load_config(auto), auto)
+    assert (cfg.resume, cfg.load_from) == (True, None)
+    assert cfg.work_dir == './work_dirs/retinanet_spanet_s_1x'
+
+
+@pytest.mark.parametrize('name,scope', [('mmdet/mask_rcnn_spanet_s_1x.py', 'mmdet'),
+                                        ('mmseg/fpn_spanet_s_ade20k_80k.py', 'mmseg'),
+                                        ('mmpretrain/spanet_s_in1k.py', 'mmpretrain')])
+def test_test_flags_follow_each_codebase(name, scope, tmp_path):
+    from spanet_mm.engine import cli
+    out = str(tmp_path / ('preds' if scope == 'mmseg' else 'preds.pkl'))
+    args = cli.parse_args(cli.test_parser(), [str(CONFIG_DIR / name), 'ckpt.pth', '--out', out,
+                                              '--show-dir', 'vis'])
+    cfg = cli.load_config(args)
+    assert cli.codebase_of(cfg) == scope
+    cfg = cli.apply_test_args(cfg, args, scope)
+    assert cfg.load_from == 'ckpt.pth'
+    hook = cfg.default_hooks.visualization
+    if scope == 'mmdet':
+        assert hook.draw and hook.test_out_dir == 'vis'
+    elif scope == 'mmseg':
+        assert hook.draw and cfg.visualizer.save_dir == 'vis'
+        assert cfg.test_evaluator.output_dir == out and cfg.test_evaluator.keep_results
+    else:
+        assert hook.enable and hook.out_dir == 'vis'
+
+
+def test_bad_tool_input_is_named():
+    from mmengine.config import Config as MMConfig
+    from spanet_mm.engine import cli
+    with pytest.raises(ValueError, match="default_scope to one of .* got 'mmocr'"):
+        cli.codebase_of(MMConfig(dict(default_scope='mmocr')))
+    args = cli.parse_args(cli.test_parser(), [str(CONFIG_DIR / 'mmdet/retinanet_spanet_s_1x.py'),
+                                              'ckpt.pth', '--out', 'preds.json'])
+    with pytest.raises(ValueError, match=r"--out must name a \.pkl file .* 'preds.json'"):
+        cli.apply_test_args(cli.load_config(args), args, 'mmdet')
+    cfg = MMConfig(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+    from spanet_mm.engine.cpu_distributed import setup_cpu_distributed
+    with pytest.raises(ValueError, match='env_cfg.dist_cfg.backend=gloo'):
+        setup_cpu_distributed(cfg)

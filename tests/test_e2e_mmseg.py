@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import (REPO_ROOT, TINY_ARCH, arch_options, cfg_options, read_test_metrics,
-                      run_command, tool, train_scalars)
+                      run_command, tool)
 
 CONFIG = REPO_ROOT / 'configs/mmseg/fpn_spanet_s_ade20k_80k.py'
 ITERS = 8
@@ -24,9 +24,8 @@ def test_semantic_fpn_train_and_test(ade20k_options, ade20k_like, tmp_path):
     train_log = run_command(['python', tool('train.py'), CONFIG, '--work-dir',
                              tmp_path / 'train', '--cfg-options', *options])
     assert 'not found; the backbone keeps its random initialisation' in train_log
-    assert train_scalars(tmp_path / 'train')[-1]['iter'] == ITERS
-
     checkpoint = tmp_path / 'train' / f'iter_{ITERS}.pth'
+    assert (tmp_path / 'train' / 'last_checkpoint').read_text().strip() == str(checkpoint)
     out_dir = tmp_path / 'predictions'
     test_log = run_command(['python', tool('test.py'), CONFIG, checkpoint, '--work-dir',
                             tmp_path / 'test', '--out', out_dir, '--cfg-options', *options])

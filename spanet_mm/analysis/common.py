@@ -24,10 +24,10 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def register_scope(scope: str) -> None:
-    """Register all modules of a codebase and make it the default scope."""
+    """Register all modules of a codebase (without changing the process' default scope)."""
     if scope not in SCOPES:
         raise ValueError(f'default_scope must be one of {SCOPES}, got {scope!r}')
-    import_module(f'{scope}.utils').register_all_modules(init_default_scope=True)
+    import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
     import spanet_mm  # noqa: F401 -- registers SPANet in the root registry
 
 
@@ -58,10 +58,13 @@ def build_from_config(cfg: Config) -> nn.Module:
     Weights are not initialised from ``init_cfg`` (nothing is downloaded or read):
     the model keeps its constructors' random initialisation.
     """
+    from mmengine.registry import DefaultScope
     scope = config_scope(cfg)
     register_scope(scope)
     registry = import_module(f'{scope}.registry').MODELS
-    model = registry.build(cfg.model)
+    # Only while building: the caller's default scope stays as it was.
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(cfg.model)
     # Some train() overrides return None, so do not chain on eval().
     model.eval()
     return model

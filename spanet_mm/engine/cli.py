@@ -199,7 +199,7 @@ def add_result_dumper(runner: Runner, out: Optional[str], scope: str) -> None:
     if scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults as Dumper
     else:
-        from mmpretrain.evaluation import DumpResults as Dumper
+        from mmengine.evaluator import DumpResults as Dumper
     runner.test_evaluator.metrics.append(Dumper(out_file_path=out))
 
 

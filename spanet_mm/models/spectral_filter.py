@@ -151,12 +151,12 @@ class SpectralPoolingFilter(nn.Module):
         # Project onto the (2R+1) x (2R+1) real basis, weight, and synthesise back.
         z = basis_h @ (x @ basis_w.t())  # (N, C, A, A)
         s = (z * coef) @ basis_w  # (N, C, A, W)
-        y = x * keep[:, None, None]
-        # y += basis_h^T @ s, accumulated in place.
+        # (1 - balance) * x + basis_h^T @ s, as one batched multiply-add.
         num_a = basis_h.shape[0]
-        y.view(n * c, height, width).baddbmm_(
-            basis_h.t().expand(n * c, height, num_a), s.reshape(n * c, num_a, width))
-        return y
+        y = torch.baddbmm((x * keep[:, None, None]).view(n * c, height, width),
+                          basis_h.t().expand(n * c, height, num_a),
+                          s.reshape(n * c, num_a, width))
+        return y.view(n, c, height, width)
 
     def _filter_nhwc(self, x: Tensor) -> Tensor:
         n, height, width, c = x.shape
@@ -167,10 +167,10 @@ class SpectralPoolingFilter(nn.Module):
         z = basis_h @ t.reshape(n, height, num_a * c)  # (N, A, A*C): rows u, then (v, c)
         z = z.view(n, num_a, num_a, c) * coef.permute(1, 2, 0)
         s = basis_h.t() @ z.view(n, num_a, num_a * c)  # (N, H, A*C)
-        y = x * keep
-        y.view(n * height, width, c).baddbmm_(
-            basis_w.t().expand(n * height, width, num_a), s.view(n * height, num_a, c))
-        return y
+        y = torch.baddbmm((x * keep).view(n * height, width, c),
+                          basis_w.t().expand(n * height, width, num_a),
+                          s.view(n * height, num_a, c))
+        return y.view(n, height, width, c)
 
     def _operators(self, height: int, width: int,
                    device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
