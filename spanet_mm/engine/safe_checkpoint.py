@@ -50,7 +50,10 @@ def history_buffer_method(owner: Any, name: str) -> Callable:
 def mmengine_checkpoint_globals() -> List[SafeGlobal]:
     """The globals a Runner checkpoint pickles besides tensors, as ``add_safe_globals``
     takes them (a callable, or a ``(callable, 'module.name')`` pair for renamed paths)."""
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
     safe: List[SafeGlobal] = [
         HistoryBuffer,
         (history_buffer_method, 'builtins.getattr'),

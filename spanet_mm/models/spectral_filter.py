@@ -28,13 +28,27 @@ the paper's formula to float32 rounding (tests/test_spectral_filter.py,
 tests/test_fast_paths.py).
 """
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 # Value of the release's mask on the cut-off ring d == radius.
 RING_VALUE = 1.0 / 3.0
+
+# On small feature maps (H * W * (2R + 1) up to this), one product with the 2-D basis
+# (fewer, larger operations) is faster than the separable form, which does less arithmetic
+# but more, smaller operations. Both compute the same map.
+DENSE_LIMIT = 4096
+
+
+class _Operators(NamedTuple):
+    """Per-size operators of a filter (float32), with ``A = 2 R + 1`` basis rows."""
+    keep: Tensor  # (C, ): 1 - balance
+    coef: Tensor  # (C, A, A): weight of each basis coefficient
+    basis_h: Tensor  # (A, H)
+    basis_w: Tensor  # (A, W)
+    basis_2d: Optional[Tensor]  # (A * A, H * W): kron(basis_h, basis_w), small maps only
 
 
 def spectral_mask(height: int, width: int, radius: float, balance: float,
@@ -116,7 +130,7 @@ class SpectralPoolingFilter(nn.Module):
             raise ValueError(f'radius must be >= 0, got {radius}')
         self.radius = float(radius)
         self.channel_balances = tuple(float(b) for b in channel_balances)
-        self._cache: Dict[tuple, Tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        self._cache: Dict[tuple, _Operators] = {}
 
     @property
     def num_channels(self) -> int:
@@ -139,41 +153,18 @@ class SpectralPoolingFilter(nn.Module):
         return y.to(x.dtype)
 
     def _filter_float32(self, x: Tensor) -> Tensor:
-        if _is_channels_last(x):
+        channels_last = _is_channels_last(x)
+        if not channels_last:
+            x = x.contiguous()
+        ops = self._operators(x.shape[-2], x.shape[-1], x.device)
+        if channels_last:
             # Work on the (N, H, W, C) view, which is contiguous: no copies.
-            return self._filter_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return self._filter_nchw(x)
+            filter_nhwc = _dense_nhwc if ops.basis_2d is not None else _separable_nhwc
+            return filter_nhwc(x.permute(0, 2, 3, 1), ops).permute(0, 3, 1, 2)
+        filter_nchw = _dense_nchw if ops.basis_2d is not None else _separable_nchw
+        return filter_nchw(x, ops)
 
-    def _filter_nchw(self, x: Tensor) -> Tensor:
-        x = x.contiguous()
-        n, c, height, width = x.shape
-        keep, coef, basis_h, basis_w = self._operators(height, width, x.device)
-        # Project onto the (2R+1) x (2R+1) real basis, weight, and synthesise back.
-        z = basis_h @ (x @ basis_w.t())  # (N, C, A, A)
-        s = (z * coef) @ basis_w  # (N, C, A, W)
-        # (1 - balance) * x + basis_h^T @ s, as one batched multiply-add.
-        num_a = basis_h.shape[0]
-        y = torch.baddbmm((x * keep[:, None, None]).view(n * c, height, width),
-                          basis_h.t().expand(n * c, height, num_a),
-                          s.reshape(n * c, num_a, width))
-        return y.view(n, c, height, width)
-
-    def _filter_nhwc(self, x: Tensor) -> Tensor:
-        n, height, width, c = x.shape
-        keep, coef, basis_h, basis_w = self._operators(height, width, x.device)
-        num_a = basis_h.shape[0]
-        # Contract W (a batched product over the N*H rows), then H.
-        t = basis_w @ x  # (N, H, A, C)
-        z = basis_h @ t.reshape(n, height, num_a * c)  # (N, A, A*C): rows u, then (v, c)
-        z = z.view(n, num_a, num_a, c) * coef.permute(1, 2, 0)
-        s = basis_h.t() @ z.view(n, num_a, num_a * c)  # (N, H, A*C)
-        y = torch.baddbmm((x * keep).view(n * height, width, c),
-                          basis_w.t().expand(n * height, width, num_a),
-                          s.view(n * height, num_a, c))
-        return y.view(n, height, width, c)
-
-    def _operators(self, height: int, width: int,
-                   device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _operators(self, height: int, width: int, device: torch.device) -> _Operators:
         tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         key = (height, width, device)
         if not tracing and key in self._cache:
@@ -181,15 +172,15 @@ class SpectralPoolingFilter(nn.Module):
         # Cached tensors must stay usable by autograd even if first built under
         # torch.inference_mode().
         with torch.inference_mode(False), torch.no_grad():
-            operators = self._build_operators(height, width, device)
+            # A traced graph must serve every size: it always takes the separable form.
+            operators = self._build_operators(height, width, device, dense_ok=not tracing)
         if not tracing:
             self._cache[key] = operators
         return operators
 
-    def _build_operators(self, height: int, width: int,
-                         device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``keep`` (C,), ``coef`` (C, A, A), ``basis_h`` (A, H), ``basis_w`` (A, W), float32,
-        with ``A = 2 R + 1``; see the module docstring."""
+    def _build_operators(self, height: int, width: int, device: torch.device,
+                         dense_ok: bool = True) -> _Operators:
+        """The operators of the module docstring for one feature size."""
         reach = int(math.floor(self.radius))
         freq_h = _basis_frequencies(reach, device)
         freq_w = _basis_frequencies(reach, device)
@@ -208,7 +199,69 @@ class SpectralPoolingFilter(nn.Module):
         keep = 1 - balances
         basis_h = _real_basis(reach, height, device)
         basis_w = _real_basis(reach, width, device)
-        return tuple(t.to(torch.float32) for t in (keep, coef, basis_h, basis_w))
+        num_a = 2 * reach + 1
+        basis_2d = None
+        if dense_ok and height * width * num_a <= DENSE_LIMIT:
+            basis_2d = (basis_h[:, None, :, None] * basis_w[None, :, None, :]).reshape(
+                num_a * num_a, height * width).float()
+        return _Operators(*(t.float() for t in (keep, coef, basis_h, basis_w)), basis_2d)
+
+
+def _separable_nchw(x: Tensor, ops: _Operators) -> Tensor:
+    """``(1 - balance) x + P_H^T (coef * (P_H x P_W^T)) P_W`` on contiguous (N, C, H, W)."""
+    n, c, height, width = x.shape
+    num_a = ops.basis_h.shape[0]
+    z = ops.basis_h @ (x @ ops.basis_w.t())  # (N, C, A, A)
+    s = (z * ops.coef) @ ops.basis_w  # (N, C, A, W)
+    # (1 - balance) * x + basis_h^T @ s, as one batched multiply-add.
+    y = _multiply_add((x * ops.keep[:, None, None]).view(n * c, height, width),
+                      ops.basis_h.t().expand(n * c, height, num_a),
+                      s.reshape(n * c, num_a, width))
+    return y.view(n, c, height, width)
+
+
+def _separable_nhwc(x: Tensor, ops: _Operators) -> Tensor:
+    """The same on contiguous (N, H, W, C) data."""
+    n, height, width, c = x.shape
+    num_a = ops.basis_h.shape[0]
+    # Contract W (a batched product over the N*H rows), then H.
+    t = ops.basis_w @ x  # (N, H, A, C)
+    z = ops.basis_h @ t.reshape(n, height, num_a * c)  # (N, A, A*C): rows u, then (v, c)
+    z = z.view(n, num_a, num_a, c) * ops.coef.permute(1, 2, 0)
+    s = ops.basis_h.t() @ z.view(n, num_a, num_a * c)  # (N, H, A*C)
+    y = _multiply_add((x * ops.keep).view(n * height, width, c),
+                      ops.basis_w.t().expand(n * height, width, num_a),
+                      s.view(n * height, num_a, c))
+    return y.view(n, height, width, c)
+
+
+def _dense_nchw(x: Tensor, ops: _Operators) -> Tensor:
+    """The same with the 2-D basis, on contiguous (N, C, H, W): two products."""
+    n, c, height, width = x.shape
+    flat = x.view(n, c, height * width)
+    basis = ops.basis_2d
+    z = (flat @ basis.t()) * ops.coef.flatten(1)  # (N, C, A*A)
+    y = _multiply_add(flat * ops.keep[:, None], z, basis.expand(n, *basis.shape))
+    return y.view(n, c, height, width)
+
+
+def _dense_nhwc(x: Tensor, ops: _Operators) -> Tensor:
+    """The same with the 2-D basis, on contiguous (N, H, W, C)."""
+    n, height, width, c = x.shape
+    flat = x.reshape(n, height * width, c)
+    basis = ops.basis_2d
+    z = (basis @ flat) * ops.coef.flatten(1).t()  # (N, A*A, C)
+    y = _multiply_add(flat * ops.keep, basis.t().expand(n, height * width, basis.shape[0]),
+                      z)
+    return y.view(n, height, width, c)
+
+
+def _multiply_add(y: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``y + a @ b`` (batched), written into ``y`` (a fresh tensor of the caller's) to save
+    an allocation of the feature map's size; out of place while tracing, for exporters."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return torch.baddbmm(y, a, b)
+    return y.baddbmm_(a, b)
 
 
 def _is_channels_last(x: Tensor) -> bool:

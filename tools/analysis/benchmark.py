@@ -23,6 +23,11 @@ Contenders (``--models``):
 * ``convnext-t``, ``swin-t``, ``poolformer-s24``: MMPretrain backbones, all four stages;
 * ``config``: the ``model.backbone`` of ``--config``.
 
+The spectral filter's share of the forward time is given two ways: ``spanet:ARCH`` against
+``spanet-nofilter:ARCH`` (medians of the interleaved rounds), and, for every ``spanet:ARCH``
+forward, by hooks timing the filter calls inside each forward (robust to load changes, as
+both times come from the same forward; the hooks add a few microseconds per call).
+
 Method: every contender is built once in this process; each round runs every contender once
 in turn (interleaved, so that load changes hit all alike), after ``--warmup`` untimed calls
 each. Reported: median, interquartile range and min/max of the wall-clock times of the
@@ -62,6 +67,7 @@ class Result:
     batch: int
     times: List[float] = field(default_factory=list)
     peak_mb: Optional[float] = None
+    filter_share: List[float] = field(default_factory=list)
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.times)
@@ -81,7 +87,8 @@ class Result:
             q1_ms=1000 * self.quantile(0.25), q3_ms=1000 * self.quantile(0.75),
             min_ms=1000 * min(self.times), max_ms=1000 * max(self.times),
             images_per_s=self.batch * 1000 / self.median_ms, rounds=len(self.times),
-            peak_mb=self.peak_mb, times_ms=[1000 * t for t in self.times])
+            peak_mb=self.peak_mb, times_ms=[1000 * t for t in self.times],
+            filter_share=self.filter_share)
 
 
 # -- building contenders --------------------------------------------------------------------
@@ -182,6 +189,39 @@ def interleaved_timings(steps: Dict[str, Callable[[], None]], rounds: int,
             step()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def filter_time_share(model: nn.Module, x: torch.Tensor, rounds: int) -> List[float]:
+    """Per forward, the share of its wall-clock time spent inside the Spectral Pooling
+    Filter modules (timed by hooks around each call, in the same forward, so that load
+    changes between rounds cancel out)."""
+    from spanet_mm import SpectralPoolingFilter
+    spent = [0.0]
+    started: List[float] = []
+
+    def before(module, args) -> None:
+        started.append(time.perf_counter())
+
+    def after(module, args, output) -> None:
+        spent[0] += time.perf_counter() - started.pop()
+
+    filters = [m for m in model.modules() if isinstance(m, SpectralPoolingFilter)]
+    handles = [h for m in filters for h in (m.register_forward_pre_hook(before),
+                                             m.register_forward_hook(after))]
+    shares = []
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(x)  # warm-up
+            for _ in range(rounds):
+                spent[0] = 0.0
+                start = time.perf_counter()
+                model(x)
+                shares.append(spent[0] / (time.perf_counter() - start))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shares
 
 
 def peak_memory_mb(name: str, mode: str, size: Tuple[int, int], batch: int,
@@ -294,6 +334,8 @@ def run(args: argparse.Namespace) -> List[Result]:
                 times = interleaved_timings(steps, args.rounds, args.warmup)
                 for name in args.models:
                     result = Result(name, mode, height, width, batch, times[name])
+                    if mode == 'forward' and name.startswith('spanet:'):
+                        result.filter_share = filter_time_share(models[name], x, args.rounds)
                     if args.memory:
                         result.peak_mb = peak_memory_mb(name, mode, (height, width), batch,
                                                         args.config, args.threads)
@@ -322,6 +364,12 @@ def format_table(results: List[Result]) -> str:
             f'{r.median_ms:>10.1f} {f"{r.quantile(.25) * 1e3:.1f}-{r.quantile(.75) * 1e3:.1f}":>15} '
             f'{f"{min(r.times) * 1e3:.1f}-{max(r.times) * 1e3:.1f}":>17} '
             f'{r.batch * 1000 / r.median_ms:>7.1f} {speedup:>6} {peak:>8}')
+        if r.filter_share:
+            shares = sorted(r.filter_share)
+            notes.append(f'spectral filter time inside the forward of {r.model} '
+                         f'{r.height}x{r.width} batch {r.batch} (hooks): median '
+                         f'{100 * statistics.median(shares):.1f}%, range '
+                         f'{100 * shares[0]:.1f}-{100 * shares[-1]:.1f}%')
         bare = by_key.get((f'spanet-nofilter:{arch}', ) + key)
         if kind == 'spanet' and bare:
             share = 1 - bare.median_ms / r.median_ms
