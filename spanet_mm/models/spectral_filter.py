@@ -146,6 +146,8 @@ class SpectralPoolingFilter(nn.Module):
             raise ValueError(
                 f'{type(self).__name__} expects (N, {self.num_channels}, H, W), '
                 f'got {tuple(x.shape)}')
+        if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+            return self._filter_float32(x)
         # Frequency-domain arithmetic in half precision loses the small correction terms,
         # so the filter always runs in float32 and hands back the surrounding dtype.
         with torch.autocast(device_type=x.device.type, enabled=False):

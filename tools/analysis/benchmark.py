@@ -32,10 +32,14 @@ Method: every contender is built once in this process; each round runs every con
 in turn (interleaved, so that load changes hit all alike), after ``--warmup`` untimed calls
 each. Reported: median, interquartile range and min/max of the wall-clock times of the
 rounds, and throughput (images per second at the median). Models have random weights;
-the speed does not depend on them. ``--memory`` runs each case again in a fresh Python
-process and reports the growth of its peak resident set size (``ru_maxrss``) over the
-process's size after building the model and its input: the memory the call itself needed,
-allocator and oneDNN scratch included.
+the speed does not depend on them.
+
+``--memory`` runs each case again in a fresh Python process: one untimed call, then the
+gradients are dropped, the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) and
+the growth of the peak resident set size (``VmHWM``) over the RSS before a second call is
+reported: the memory the call itself needed (activations, gradients, allocator and oneDNN
+scratch), not the weights. The child runs with a fixed glibc mmap threshold, so that freed
+memory goes back to the system and the resident set follows the tensors in use.
 """
 import argparse
 import json
@@ -46,7 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -67,7 +71,7 @@ class Result:
     batch: int
     times: List[float] = field(default_factory=list)
     peak_mb: Optional[float] = None
-    filter_share: List[float] = field(default_factory=list)
+    filter_share: List[Tuple[float, float]] = field(default_factory=list)  # (share, s)
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.times)
@@ -191,10 +195,11 @@ def interleaved_timings(steps: Dict[str, Callable[[], None]], rounds: int,
     return times
 
 
-def filter_time_share(model: nn.Module, x: torch.Tensor, rounds: int) -> List[float]:
+def filter_time_share(model: nn.Module, x: torch.Tensor,
+                      rounds: int) -> List[Tuple[float, float]]:
     """Per forward, the share of its wall-clock time spent inside the Spectral Pooling
     Filter modules (timed by hooks around each call, in the same forward, so that load
-    changes between rounds cancel out)."""
+    changes between rounds cancel out), and the forward's time."""
     from spanet_mm import SpectralPoolingFilter
     spent = [0.0]
     started: List[float] = []
@@ -217,7 +222,8 @@ def filter_time_share(model: nn.Module, x: torch.Tensor, rounds: int) -> List[fl
                 spent[0] = 0.0
                 start = time.perf_counter()
                 model(x)
-                shares.append(spent[0] / (time.perf_counter() - start))
+                total = time.perf_counter() - start
+                shares.append((spent[0] / total, total))
     finally:
         for handle in handles:
             handle.remove()
@@ -359,17 +365,21 @@ def format_table(results: List[Result]) -> str:
         ref = by_key.get((f'reference:{arch or "s"}', ) + key)
         speedup = f'{ref.median_ms / r.median_ms:.2f}x' if ref else ''
         peak = f'{r.peak_mb:.0f}' if r.peak_mb is not None else ''
+        iqr = f'{r.quantile(.25) * 1e3:.1f}-{r.quantile(.75) * 1e3:.1f}'
         lines.append(
             f'{r.model:<20} {r.mode:<8} {f"{r.height}x{r.width}":>9} {r.batch:>5} '
-            f'{r.median_ms:>10.1f} {f"{r.quantile(.25) * 1e3:.1f}-{r.quantile(.75) * 1e3:.1f}":>15} '
+            f'{r.median_ms:>10.1f} {iqr:>15} '
             f'{f"{min(r.times) * 1e3:.1f}-{max(r.times) * 1e3:.1f}":>17} '
             f'{r.batch * 1000 / r.median_ms:>7.1f} {speedup:>6} {peak:>8}')
         if r.filter_share:
-            shares = sorted(r.filter_share)
+            shares = sorted(share for share, _ in r.filter_share)
+            fastest = min(r.filter_share, key=lambda item: item[1])
             notes.append(f'spectral filter time inside the forward of {r.model} '
                          f'{r.height}x{r.width} batch {r.batch} (hooks): median '
                          f'{100 * statistics.median(shares):.1f}%, range '
-                         f'{100 * shares[0]:.1f}-{100 * shares[-1]:.1f}%')
+                         f'{100 * shares[0]:.1f}-{100 * shares[-1]:.1f}%, in the fastest '
+                         f'(least disturbed) forward {100 * fastest[0]:.1f}% of '
+                         f'{1000 * fastest[1]:.1f} ms')
         bare = by_key.get((f'spanet-nofilter:{arch}', ) + key)
         if kind == 'spanet' and bare:
             share = 1 - bare.median_ms / r.median_ms

@@ -9,7 +9,8 @@ Examples::
     python tools/deployment/export_onnx.py retinanet --arch s --out retinanet_spanet_s.onnx \\
         --shape 512 512 --verify
     # or any detector / classifier config (the model is exported without post-processing)
-    python tools/deployment/export_onnx.py retinanet --config configs/mmdet/retinanet_spanet_s_1x.py \\
+    python tools/deployment/export_onnx.py retinanet \\
+        --config configs/mmdet/retinanet_spanet_s_1x.py \\
         --checkpoint work_dirs/retinanet/epoch_12.pth --out retinanet.onnx --verify
     python tools/deployment/export_onnx.py classifier --arch s --out spanet_s_cls.onnx --verify
 
