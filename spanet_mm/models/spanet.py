@@ -124,8 +124,12 @@ class SPANet(BaseModule):
     }
     arch_aliases = {'small': 's', 'medium': 'm', 'medium_x': 'mx', 'base': 'b',
                     'base_x': 'bx'}
-    # Run on channels-last data on CPU (a speed setting only: the outputs are the same).
+    # Speed settings only (the outputs are the same): on CPU, stages whose feature maps
+    # have at least `channels_last_min_area` positions run on channels-last data, where
+    # oneDNN's convolutions, GroupNorm and the filter are faster; smaller maps (e.g. stages
+    # 2-4 at 224x224) run faster in the plain layout (tools/analysis/benchmark.py).
     channels_last: bool = True
+    channels_last_min_area: int = 1024
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -226,18 +230,22 @@ class SPANet(BaseModule):
             raise ValueError(f'SPANet expects input of shape (N, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
         outs = []
-        if self.channels_last and x.device.type == 'cpu':
-            # The convolutions (oneDNN), GroupNorm and the spectral filter run faster on
-            # channels-last data on CPU; the features are handed back plainly contiguous.
-            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = self.downsamples[i - 1](x)
+            x = x.contiguous(memory_format=self._memory_format(x))
             x = self._run_stage(stage, x)
             if i in self.out_indices:
+                # Features are handed back plainly contiguous, whatever the stage ran on.
                 outs.append(getattr(self, f'norm{i}')(x).contiguous())
         return tuple(outs)
+
+    def _memory_format(self, x: Tensor) -> torch.memory_format:
+        if (self.channels_last and x.device.type == 'cpu'
+                and x.shape[-2] * x.shape[-1] >= self.channels_last_min_area):
+            return torch.channels_last
+        return torch.contiguous_format
 
     def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
         norm = stage[0].norm1

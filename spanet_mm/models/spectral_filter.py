@@ -23,7 +23,10 @@ How it is computed here (same linear map, no FFT, no complex numbers, no rolling
    ``H W``.
 
 For radius 2 that is a projection onto 5 x 5 real coefficients per channel and back: about
-10 multiply-adds per input value, against ``2 log2(HW)`` complex FFT passes. The result equals
+10 multiply-adds per input value, against ``2 log2(HW)`` complex FFT passes. On small maps
+the same map is applied with the 2-D basis ``kron(P_H, P_W)`` in two products (fewer
+operations, see ``DENSE_LIMIT``). Contiguous and channels-last data each have their own
+path, so the data is never copied or rolled. The result equals
 the paper's formula to float32 rounding (tests/test_spectral_filter.py,
 tests/test_fast_paths.py).
 """
