@@ -4,7 +4,6 @@ killed run's iterations, optimizer state and loss history (not starting over).""
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -15,16 +14,40 @@ CONFIG = REPO_ROOT / 'configs/mmseg/fpn_spanet_s_ade20k_80k.py'
 MAX_ITERS, INTERVAL = 12, 4
 
 
-def wait_for_checkpoint(proc, work_dir, name, timeout=600):
-    """Wait until ``name`` is saved and recorded as the latest checkpoint."""
-    last = work_dir / 'last_checkpoint'
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if last.is_file() and last.read_text().strip().endswith(name):
-            return
-        assert proc.poll() is None, f'training ended (rc {proc.returncode}) before {name}'
-        time.sleep(0.5)
-    raise TimeoutError(f'{name} not saved within {timeout} s')
+# A hook that kills its own process, as a crash or a pre-empted job would, right after the
+# checkpoint hook (priority VERY_LOW) has saved iteration `iter`: deterministic, unlike
+# killing the run from outside, which races a fast machine to the end of training.
+CRASH_HOOK = """
+import os
+import signal
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class KillAfterIter(Hook):
+    priority = 'LOWEST'
+
+    def __init__(self, iter):
+        self.iter = iter
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.iter:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def crashing_config(tmp_path, kill_at):
+    """CONFIG plus the crash hook, as a config written next to the hook module."""
+    (tmp_path / 'crash_hook.py').write_text(CRASH_HOOK)
+    config = tmp_path / 'crashing_config.py'
+    config.write_text(
+        f"_base_ = [{str(CONFIG)!r}]\n"
+        "custom_imports = dict(imports=['spanet_mm', 'crash_hook'], "
+        "allow_failed_imports=False)\n"
+        f"custom_hooks = [dict(type='KillAfterIter', iter={kill_at})]\n")
+    return config
 
 
 @pytest.mark.slow
@@ -38,13 +61,13 @@ def test_killed_run_resumes_and_continues(ade20k_options, tmp_path):
         train_dataloader__batch_size=2, model__neck__in_channels=TINY_ARCH['embed_dims'])
     cmd = ['python', str(tool('train.py')), str(CONFIG), '--work-dir', str(work_dir),
            '--cfg-options', *options]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_checkpoint(proc, work_dir, f'iter_{INTERVAL}.pth')
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the run and its data loader workers
-        proc.wait()
+    crashing = list(cmd)
+    crashing[2] = str(crashing_config(tmp_path, kill_at=INTERVAL))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path), os.environ.get('PYTHONPATH', '')]))
+    proc = subprocess.run(crashing, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True, timeout=900)
+    assert proc.returncode == -signal.SIGKILL, f'the run was not killed (rc {proc.returncode})'
     killed = train_scalars(work_dir)
     first = work_dir / f'iter_{INTERVAL}.pth'
     assert not (work_dir / f'iter_{MAX_ITERS}.pth').exists()

@@ -155,15 +155,28 @@ def _build_from_config(path: str) -> nn.Module:
 
 # -- one call of a contender ----------------------------------------------------------------
 
-def make_step(model: nn.Module, mode: str, x: torch.Tensor) -> Callable[[], None]:
+def make_step(model: nn.Module, mode: str, x: torch.Tensor,
+              amp_dtype: Optional[torch.dtype] = None) -> Callable[[], None]:
     """A function running one forward (``mode='forward'``, no autograd) or one training
-    step (``'train'``: forward, mean of each output summed, backward, SGD step)."""
+    step (``'train'``: forward, mean of each output summed, backward, SGD step), under
+    autocast to ``amp_dtype`` if given. On CUDA it waits for the device before returning,
+    so that wall-clock times cover the work."""
+    device_type = x.device.type
+
+    def finish() -> None:
+        if device_type == 'cuda':
+            torch.cuda.synchronize()
+
+    def autocast():
+        return torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
     if mode == 'forward':
         model.eval()
 
         def forward() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
+            finish()
         return forward
     if mode != 'train':
         raise ValueError(f'mode must be forward or train, got {mode!r}')
@@ -173,10 +186,12 @@ def make_step(model: nn.Module, mode: str, x: torch.Tensor) -> Callable[[], None
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        outs = model(x)
-        loss = sum(out.float().mean() for out in outs)
+        with autocast():
+            outs = model(x)
+            loss = sum(out.float().mean() for out in outs)
         loss.backward()
         optimizer.step()
+        finish()
     return train_step
 
 
@@ -243,6 +258,15 @@ def peak_memory_mb(name: str, mode: str, size: Tuple[int, int], batch: int,
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='65536')
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return float(out.strip().splitlines()[-1])
+
+
+def cuda_peak_memory_mb(step: Callable[[], None], device: torch.device) -> float:
+    """Peak CUDA memory allocated during one call, above what was allocated before it."""
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def _memory_child(args: argparse.Namespace) -> None:
@@ -316,6 +340,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2, help='untimed rounds (default 2)')
     parser.add_argument('--threads', type=int, default=2,
                         help='torch.set_num_threads (default 2)')
+    parser.add_argument('--device', default='cpu', help='cpu (default) or cuda[:N]')
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast: float16 on CUDA, bfloat16 on CPU')
     parser.add_argument('--memory', action='store_true',
                         help='also measure peak memory, each case in a fresh process')
     parser.add_argument('--json', help='write all results (and each round\'s time) here')
@@ -330,19 +357,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> List[Result]:
     """Time every contender in every mode, size and batch size."""
-    models = {name: build_backbone(name, args.config) for name in args.models}
+    device = torch.device(args.device)
+    amp_dtype = None
+    if args.amp:
+        amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    models = {name: build_backbone(name, args.config).to(device) for name in args.models}
     results = []
     for mode in args.mode:
         for height, width in args.sizes:
             for batch in args.batch_sizes:
-                x = torch.randn(batch, 3, height, width)
-                steps = {name: make_step(model, mode, x) for name, model in models.items()}
+                x = torch.randn(batch, 3, height, width, device=device)
+                steps = {name: make_step(model, mode, x, amp_dtype)
+                         for name, model in models.items()}
                 times = interleaved_timings(steps, args.rounds, args.warmup)
                 for name in args.models:
                     result = Result(name, mode, height, width, batch, times[name])
-                    if mode == 'forward' and name.startswith('spanet:'):
+                    # Host-side hooks cannot time asynchronous CUDA work.
+                    if mode == 'forward' and name.startswith('spanet:') and \
+                            device.type == 'cpu':
                         result.filter_share = filter_time_share(models[name], x, args.rounds)
-                    if args.memory:
+                    if args.memory and device.type == 'cuda':
+                        result.peak_mb = cuda_peak_memory_mb(steps[name], device)
+                    elif args.memory:
                         result.peak_mb = peak_memory_mb(name, mode, (height, width), batch,
                                                         args.config, args.threads)
                     results.append(result)
