@@ -1,4 +1,5 @@
 """Fixtures shared by the test suite."""
+import math
 import re
 
 import pytest
@@ -202,3 +203,27 @@ def imagenet_options(imagenet_like):
             f'{loader}__dataset__pipeline__2__crop_size': size,
         })
     return cfg_options(**options)
+
+
+# -- the paper's filter, written independently of spanet_mm -------------------------------
+
+def paper_mask(height, width, radius, balance):
+    """Eq. 16 and 18 with the release's 1/3 ring, built point by point."""
+    mask = torch.empty(height, width, dtype=torch.float64)
+    for i in range(height):
+        for j in range(width):
+            d = math.hypot(i - height // 2, j - width // 2)
+            mask[i, j] = balance if d < radius else (1 / 3 if d == radius else 1 - balance)
+    return mask
+
+
+def paper_filter(x, radius, balances):
+    """Eq. 17 in float64: full complex FFT, fftshift, mask, ifftshift, inverse FFT, real."""
+    x = x.double()
+    out = torch.empty_like(x)
+    for c, balance in enumerate(balances):
+        mask = paper_mask(*x.shape[-2:], radius, balance)
+        spectrum = torch.fft.fftshift(torch.fft.fft2(x[:, c], norm='ortho'), dim=(-2, -1))
+        filtered = torch.fft.ifftshift(mask * spectrum, dim=(-2, -1))
+        out[:, c] = torch.fft.ifft2(filtered, norm='ortho').real
+    return out

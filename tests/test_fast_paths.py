@@ -3,7 +3,7 @@
 The fast paths: the spectral filter's low-rank real form on contiguous (NCHW) and on
 channels-last (NHWC) data, the backbone run channels-last or not, in eval and train mode
 (gradients too), and under bfloat16 autocast. The yardsticks: the float64 FFT formula of
-Eq. 17 (``paper_filter`` of tests/test_spectral_filter.py) and the paper-literal
+Eq. 17 (``paper_filter`` of tests/conftest.py) and the paper-literal
 :class:`spanet_mm.reference.ReferenceSPANet` (complex FFT, ``fftshift``, three gates).
 """
 import pytest
@@ -11,7 +11,7 @@ import torch
 
 from spanet_mm import SPAM, SPANet, SpectralPoolingFilter
 from spanet_mm.reference import ReferenceSPANet
-from test_spectral_filter import paper_filter
+from conftest import paper_filter
 
 # Input sizes of issue 2 (non-square and odd included); 800x1216 is the detection size.
 INPUT_SIZES = [(333, 517), (97, 211), (32, 32)]

@@ -1,35 +1,13 @@
 """The Spectral Pooling Filter against the paper's equations."""
-import math
-
 import pytest
 import torch
+
+from conftest import paper_filter, paper_mask
 
 from spanet_mm import SpectralPoolingFilter, spectral_mask
 
 SIZES = [(56, 56), (14, 14), (57, 56), (7, 7), (25, 38), (97, 211), (8, 8), (4, 4), (3, 5),
          (2, 2), (1, 1), (1, 7)]
-
-
-def paper_mask(height, width, radius, balance):
-    """Eq. 16 and 18 with the release's 1/3 ring, built point by point."""
-    mask = torch.empty(height, width, dtype=torch.float64)
-    for i in range(height):
-        for j in range(width):
-            d = math.hypot(i - height // 2, j - width // 2)
-            mask[i, j] = balance if d < radius else (1 / 3 if d == radius else 1 - balance)
-    return mask
-
-
-def paper_filter(x, radius, balances):
-    """Eq. 17 in float64: full complex FFT, fftshift, mask, ifftshift, inverse FFT, real."""
-    x = x.double()
-    out = torch.empty_like(x)
-    for c, balance in enumerate(balances):
-        mask = paper_mask(*x.shape[-2:], radius, balance)
-        spectrum = torch.fft.fftshift(torch.fft.fft2(x[:, c], norm='ortho'), dim=(-2, -1))
-        filtered = torch.fft.ifftshift(mask * spectrum, dim=(-2, -1))
-        out[:, c] = torch.fft.ifft2(filtered, norm='ortho').real
-    return out
 
 
 @pytest.mark.parametrize('size,radius,counts', [
