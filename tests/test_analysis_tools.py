@@ -1,4 +1,4 @@
-"""The analysis tools (tools/analysis/get_flops.py, spectrum.py, context_map.py)."""
+"""The analysis tools (tools/analysis/get_flops.py, spectrum.py, context_map.py, benchmark.py)."""
 import csv
 import importlib.util
 import json
@@ -11,7 +11,7 @@ import torch
 from skimage import io
 from torch import nn
 
-from spanet_mm import SPAM, SPANet
+from spanet_mm import SPAM, SPANet, SpectralPoolingFilter
 from spanet_mm.analysis.common import image_paths, load_backbone_checkpoint, to_model_input
 from spanet_mm.analysis.context import context_maps
 from spanet_mm.analysis.flops import count_complexity, fft_filter_flops
@@ -265,3 +265,55 @@ def test_context_map_tool(tmp_path, photo_dir, tiny_arch):
     got = torch.from_numpy(panels[0]['aggregated context'])
     from spanet_mm.analysis.context import to_image_size
     assert torch.allclose(got, to_image_size(expected, (48, 72))[0], atol=1e-6)
+
+
+# -- benchmark.py ----------------------------------------------------------------------------
+
+def test_benchmark_pairs_each_model_with_its_filterless_self():
+    bench = load_tool('benchmark')
+    order = bench.timing_order(['spanet:s', 'reference:s', 'spanet-nofilter:s', 'convnext-t',
+                                'spanet-nofilter:m'])
+    assert order == ['spanet:s', 'spanet-nofilter:s', 'reference:s', 'convnext-t',
+                     'spanet-nofilter:m']
+    model = SPANet('s').eval()
+    bare = bench.without_filters(model)
+    # The very same weights, and no filter left.
+    assert all(a is b for a, b in zip(model.parameters(), bare.parameters()))
+    assert not any(isinstance(m, SpectralPoolingFilter) for m in bare.modules())
+    assert any(isinstance(m, SpectralPoolingFilter) for m in model.modules())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(model(x)[0], bare(x)[0])
+
+
+def test_benchmark_tool(tmp_path, capsys):
+    bench = load_tool('benchmark')
+    out = tmp_path / 'bench.json'
+    bench.main(['--models', 'spanet:s', 'reference:s', 'spanet-nofilter:s', '--sizes', '64x96',
+                '--mode', 'forward', 'train', '--rounds', '3', '--warmup', '1', '--json',
+                str(out)])
+    table = capsys.readouterr().out
+    results = json.loads(out.read_text())['results']
+    assert {(r['model'], r['mode']) for r in results} == {
+        (m, mode) for m in ('spanet:s', 'reference:s', 'spanet-nofilter:s')
+        for mode in ('forward', 'train')}
+    for r in results:
+        assert (r['height'], r['width'], r['rounds']) == (64, 96, 3)
+        assert len(r['times_ms']) == 3 and r['min_ms'] <= r['median_ms'] <= r['max_ms']
+    share = [r for r in results if (r['model'], r['mode']) == ('spanet:s', 'forward')][0]
+    # The hooks' share of each timed forward: a fraction, one per round.
+    assert len(share['filter_share']) == 3
+    assert all(0 < s < 1 for s, _ in share['filter_share'])
+    assert 'spectral filter share of spanet:s forward 64x96 batch 1 (with vs without)' in table
+    assert 'spectral filter time inside the forward of spanet:s 64x96' in table
+    # The speed-up over the reference of the same arch, in the table.
+    row = next(line for line in table.splitlines() if line.startswith('spanet:s '))
+    assert row.split()[-1].endswith('x')
+
+
+def test_benchmark_rejects_unknown_contenders():
+    bench = load_tool('benchmark')
+    with pytest.raises(ValueError, match='Unknown contender'):
+        bench.build_backbone('resnet-50')
+    with pytest.raises(ValueError, match='needs an arch'):
+        bench.build_backbone('spanet')

@@ -186,7 +186,7 @@ def test_backbone_bfloat16_autocast_matches_reference(tiny_arch, channels_last,
 def test_filter_uses_both_forms_at_these_sizes():
     """FEATURE_SIZES exercise both the dense (small maps) and separable (large) forms."""
     spf = SpectralPoolingFilter(2, [0.7])
-    dense = {size: spf._operators(*size, torch.device('cpu')).basis_2d is not None
+    dense = {size: spf._build_operators(*size, torch.device('cpu')).basis_2d is not None
              for size in FEATURE_SIZES}
     assert dense[(8, 8)] and dense[(21, 33)] and not dense[(200, 304)]
     assert not dense[(25, 53)] and not dense[(84, 130)]

@@ -55,7 +55,7 @@ def test_filter_has_no_state():
     spf(torch.randn(1, 2, 16, 16))
     spf(torch.randn(1, 2, 9, 13))
     assert list(spf.state_dict()) == [] and list(spf.parameters()) == []
-    assert len(spf._cache) == 2  # one cached operator per feature size
+    assert len(spf._cache) == 2  # one cached plan per feature size (and layout)
 
 
 def test_filter_under_bfloat16_autocast():

@@ -16,7 +16,8 @@ Contenders (``--models``):
 * ``spanet:ARCH``: this package's :class:`spanet_mm.SPANet` (all four stage outputs);
 * ``spanet-cp:ARCH``: the same with ``with_cp=True`` (gradient checkpointing);
 * ``spanet-nofilter:ARCH``: the same with every Spectral Pooling Filter replaced by the
-  identity (everything else unchanged), to give the filter's share of the time;
+  identity (everything else unchanged, and the very weights of ``spanet:ARCH`` when that is
+  timed too), to give the filter's share of the time;
 * ``reference:ARCH``: :class:`spanet_mm.reference.ReferenceSPANet`, the straightforward
   paper-literal model (complex FFT and ``fftshift``/``ifftshift`` per chunk, three filters
   and three 1x1 convs);
@@ -24,7 +25,8 @@ Contenders (``--models``):
 * ``config``: the ``model.backbone`` of ``--config``.
 
 The spectral filter's share of the forward time is given two ways: ``spanet:ARCH`` against
-``spanet-nofilter:ARCH`` (medians of the interleaved rounds), and, for every ``spanet:ARCH``
+``spanet-nofilter:ARCH`` (timed back to back in every round; the median of the per-round
+shares, and the ratios of medians and of minima), and, for every ``spanet:ARCH``
 forward, by hooks timing the filter calls inside each forward (robust to load changes, as
 both times come from the same forward; the hooks add a few microseconds per call).
 
@@ -42,6 +44,7 @@ scratch), not the weights. The child runs with a fixed glibc mmap threshold, so 
 memory goes back to the system and the resident set follows the tensors in use.
 """
 import argparse
+import copy
 import json
 import os
 import platform
@@ -124,11 +127,20 @@ def _build_spanet(kind: str, arch: str) -> nn.Module:
         from spanet_mm.reference import ReferenceSPANet
         return ReferenceSPANet(**SPANet.resolve_arch(arch))
     model = SPANet(arch, with_cp=kind == 'spanet-cp')
-    if kind == 'spanet-nofilter':
-        for module in model.modules():
-            if isinstance(module, SPAM):
-                module.spectral_filter = nn.Identity()
-    return model
+    return without_filters(model) if kind == 'spanet-nofilter' else model
+
+
+def without_filters(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose Spectral Pooling Filters are the identity, sharing all its
+    parameters and buffers (the same tensors in the same memory, so that only the filters
+    differ)."""
+    from spanet_mm import SPAM
+    shared = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    bare = copy.deepcopy(model, memo=shared)
+    for module in bare.modules():
+        if isinstance(module, SPAM):
+            module.spectral_filter = nn.Identity()
+    return bare
 
 
 def _build_mmpretrain(name: str) -> nn.Module:
@@ -202,12 +214,26 @@ def interleaved_timings(steps: Dict[str, Callable[[], None]], rounds: int,
         for step in steps.values():
             step()
     times: Dict[str, List[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
+    for round_index in range(rounds):
+        # Every other round runs in reverse, so that no contender always follows the same
+        # one (which would leave it the same caches and the same thermal state).
+        order = list(steps.items())
+        for name, step in (order if round_index % 2 == 0 else order[::-1]):
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def timing_order(names: Sequence[str]) -> List[str]:
+    """``names``, with each ``spanet-nofilter:ARCH`` moved right after ``spanet:ARCH``, so
+    that every round times the two back to back and their per-round ratio is paired."""
+    order = [name for name in names if not name.startswith('spanet-nofilter:')]
+    for name in names:
+        if name not in order:
+            partner = 'spanet:' + name.partition(':')[2]
+            order.insert(order.index(partner) + 1 if partner in order else len(order), name)
+    return order
 
 
 def filter_time_share(model: nn.Module, x: torch.Tensor,
@@ -362,13 +388,18 @@ def run(args: argparse.Namespace) -> List[Result]:
     if args.amp:
         amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     models = {name: build_backbone(name, args.config).to(device) for name in args.models}
+    for name in args.models:
+        partner = 'spanet:' + name.partition(':')[2]
+        if name.startswith('spanet-nofilter:') and partner in models:
+            # "Without the filter" means the very same model (weights and all) without it.
+            models[name] = without_filters(models[partner])
     results = []
     for mode in args.mode:
         for height, width in args.sizes:
             for batch in args.batch_sizes:
                 x = torch.randn(batch, 3, height, width, device=device)
-                steps = {name: make_step(model, mode, x, amp_dtype)
-                         for name, model in models.items()}
+                steps = {name: make_step(models[name], mode, x, amp_dtype)
+                         for name in timing_order(args.models)}
                 times = interleaved_timings(steps, args.rounds, args.warmup)
                 for name in args.models:
                     result = Result(name, mode, height, width, batch, times[name])
@@ -419,9 +450,14 @@ def format_table(results: List[Result]) -> str:
         bare = by_key.get((f'spanet-nofilter:{arch}', ) + key)
         if kind == 'spanet' and bare:
             share = 1 - bare.median_ms / r.median_ms
+            # Each round timed the two back to back: the median of the per-round shares is
+            # the least affected by load that changes between rounds.
+            paired = statistics.median(1 - b / a for a, b in zip(r.times, bare.times))
             notes.append(f'spectral filter share of {r.model} {r.mode} {r.height}x{r.width} '
-                         f'batch {r.batch}: {100 * share:.1f}% (median with vs without; by '
-                         f'min: {100 * (1 - min(bare.times) / min(r.times)):.1f}%)')
+                         f'batch {r.batch} (with vs without): {100 * paired:.1f}% (median '
+                         f'of per-round pairs); {100 * share:.1f}% (ratio of medians); '
+                         f'{100 * (1 - min(bare.times) / min(r.times)):.1f}% (ratio of '
+                         f'minima)')
         cp = by_key.get((f'spanet-cp:{arch}', ) + key)
         if kind == 'spanet' and cp and cp.peak_mb and r.peak_mb:
             notes.append(f'with_cp peak memory of {r.model} {r.mode} {r.height}x{r.width} '
