@@ -59,7 +59,7 @@ class _Operators(NamedTuple):
     basis_w: Tensor  # (A, W)
     basis_h_t: Tensor  # (H, A)
     basis_w_rows: Optional[Tensor]  # (H, A, W): basis_w for each row of one image
-    basis_w_t_rows: Optional[Tensor]  # (H, W, A)
+    basis_w_t_rows: Optional[Tensor]  # (H, W, A): its transpose, likewise
     # Small maps only: the K <= A * A rows of kron(basis_h, basis_w) that the mask weighs.
     basis_2d: Optional[Tensor]  # (K, H * W)
     basis_2d_t: Optional[Tensor]  # (H * W, K)
@@ -277,23 +277,19 @@ def _separable_nhwc(x: Tensor, ops: _Operators) -> Tensor:
     """The same on channels-last data."""
     n, c, height, width = x.shape
     num_a = ops.basis_h.shape[0]
-    rows = x.permute(0, 2, 3, 1).view(n * height, width, c)
-    y = x * ops.keep  # channels-last, like x
-    y_rows = y.permute(0, 2, 3, 1).view(n * height, width, c)
+    rows = n * height
     if n == 1:
-        # Contract W (a product per image row), then H; expand back the same way.
-        t = torch.bmm(ops.basis_w_rows, rows)  # (H, A, C)
-        z = torch.mm(ops.basis_h, t.view(height, num_a * c))  # (A, A*C): rows u, then (v, c)
-        z = (z.view(num_a, num_a, c) * ops.coef_hwc).view(num_a, num_a * c)
-        s = torch.mm(ops.basis_h_t, z)  # (H, A*C)
-        y_rows.baddbmm_(ops.basis_w_t_rows, s.view(height, num_a, c))
-        return y
-    t = torch.bmm(ops.basis_w.expand(n * height, num_a, width), rows)
+        basis_w, basis_w_t = ops.basis_w_rows, ops.basis_w_t_rows
+    else:
+        basis_w = ops.basis_w.expand(rows, num_a, width)
+        basis_w_t = ops.basis_w.t().expand(rows, width, num_a)
+    # Contract W (a product per image row), then H; expand back the same way.
+    t = torch.bmm(basis_w, x.permute(0, 2, 3, 1).view(rows, width, c))  # (N*H, A, C)
     z = torch.bmm(ops.basis_h.expand(n, num_a, height), t.view(n, height, num_a * c))
-    z = (z.view(n, num_a, num_a, c) * ops.coef_hwc).view(n, num_a, num_a * c)
-    s = torch.bmm(ops.basis_h_t.expand(n, height, num_a), z)
-    y_rows.baddbmm_(ops.basis_w.t().expand(n * height, width, num_a),
-                    s.view(n * height, num_a, c))
+    z = (z.view(n, num_a, num_a, c) * ops.coef_hwc).view(n, num_a, num_a * c)  # u, then (v, c)
+    s = torch.bmm(ops.basis_h_t.expand(n, height, num_a), z)  # (N, H, A*C)
+    y = x * ops.keep  # channels-last, like x
+    y.permute(0, 2, 3, 1).view(rows, width, c).baddbmm_(basis_w_t, s.view(rows, num_a, c))
     return y
 
 
@@ -311,16 +307,11 @@ def _dense_nchw(x: Tensor, ops: _Operators) -> Tensor:
 def _dense_nhwc(x: Tensor, ops: _Operators) -> Tensor:
     """The same with the 2-D basis, on channels-last data."""
     n, c, height, width = x.shape
-    flat = x.permute(0, 2, 3, 1).view(n, height * width, c)
-    basis = ops.basis_2d
+    basis, basis_t = ops.basis_2d, ops.basis_2d_t
+    z = torch.bmm(basis.expand(n, *basis.shape), x.permute(0, 2, 3, 1).view(n, -1, c))
+    z = z * ops.coef_2d_t  # (N, K, C)
     y = x * ops.keep  # channels-last, like x
-    y_flat = y.permute(0, 2, 3, 1).view(n, height * width, c)
-    if n == 1:
-        z = torch.mm(basis, flat[0]) * ops.coef_2d_t  # (K, C)
-        y_flat[0].addmm_(ops.basis_2d_t, z)
-    else:
-        z = torch.bmm(basis.expand(n, *basis.shape), flat) * ops.coef_2d_t
-        y_flat.baddbmm_(ops.basis_2d_t.expand(n, *ops.basis_2d_t.shape), z)
+    y.permute(0, 2, 3, 1).view(n, -1, c).baddbmm_(basis_t.expand(n, *basis_t.shape), z)
     return y
 
 
