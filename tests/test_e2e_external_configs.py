@@ -85,33 +85,34 @@ def write_config(directory, template, **values):
     return path
 
 
+def train_and_test_with_own_tools(codebase, config, checkpoint_name, tmp_path):
+    """Train ``config`` and test its ``checkpoint_name`` with ``codebase``'s shipped
+    tools/train.py and tools/test.py; the checkpoint's path and the test metrics."""
+    # Run from the config's directory: nothing of this repository is on the path but the
+    # installed spanet_mm package.
+    run_command(['python', codebase_tool(codebase, 'train.py'), config, '--work-dir',
+                 tmp_path / 'train'], cwd=tmp_path)
+    checkpoint = tmp_path / 'train' / checkpoint_name
+    log = run_command(['python', codebase_tool(codebase, 'test.py'), config, checkpoint,
+                       '--work-dir', tmp_path / 'test'], cwd=tmp_path)
+    assert f'Load checkpoint from {checkpoint}' in log
+    return checkpoint, read_test_metrics(tmp_path / 'test')
+
+
 @pytest.mark.slow
 def test_mmdet_own_tools_train_and_test_retinanet_config(coco_shapes, tmp_path):
     config = write_config(tmp_path, RETINANET_CONFIG, data_root=coco_shapes['data_root'],
                           neck_in=TINY_ARCH['embed_dims'][1:])
-    # Run from the config's directory: nothing of this repository is on the path but the
-    # installed spanet_mm package.
-    run_command(['python', codebase_tool('mmdet', 'train.py'), config, '--work-dir',
-                 tmp_path / 'train'], cwd=tmp_path)
-    checkpoint = tmp_path / 'train' / 'epoch_1.pth'
-    log = run_command(['python', codebase_tool('mmdet', 'test.py'), config, checkpoint,
-                       '--work-dir', tmp_path / 'test'], cwd=tmp_path)
-    assert f'Load checkpoint from {checkpoint}' in log
-    metrics = read_test_metrics(tmp_path / 'test')
+    checkpoint, metrics = train_and_test_with_own_tools('mmdet', config, 'epoch_1.pth',
+                                                        tmp_path)
     assert 0 <= metrics['coco/bbox_mAP'] <= 1, metrics
     state = torch.load(checkpoint, map_location='cpu')
     assert 'backbone.stages.2.1.token_mixer.proj_in.weight' in state['state_dict']
 
 
 @pytest.mark.slow
-def test_mmseg_own_test_tool_semantic_fpn_config(ade20k_like, tmp_path):
+def test_mmseg_own_tools_train_and_test_semantic_fpn_config(ade20k_like, tmp_path):
     config = write_config(tmp_path, SEMANTIC_FPN_CONFIG, data_root=ade20k_like['data_root'],
                           neck_in=TINY_ARCH['embed_dims'])
-    run_command(['python', codebase_tool('mmseg', 'train.py'), config, '--work-dir',
-                 tmp_path / 'train'], cwd=tmp_path)
-    checkpoint = tmp_path / 'train' / 'iter_4.pth'
-    log = run_command(['python', codebase_tool('mmseg', 'test.py'), config, checkpoint,
-                       '--work-dir', tmp_path / 'test'], cwd=tmp_path)
-    assert f'Load checkpoint from {checkpoint}' in log
-    metrics = read_test_metrics(tmp_path / 'test')
+    _, metrics = train_and_test_with_own_tools('mmseg', config, 'iter_4.pth', tmp_path)
     assert 0 <= metrics['mIoU'] <= 100, metrics

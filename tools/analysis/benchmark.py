@@ -387,12 +387,14 @@ def run(args: argparse.Namespace) -> List[Result]:
     amp_dtype = None
     if args.amp:
         amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
-    models = {name: build_backbone(name, args.config).to(device) for name in args.models}
-    for name in args.models:
+    models = {}
+    for name in timing_order(args.models):  # each spanet:ARCH before its filter-less self
         partner = 'spanet:' + name.partition(':')[2]
         if name.startswith('spanet-nofilter:') and partner in models:
             # "Without the filter" means the very same model (weights and all) without it.
             models[name] = without_filters(models[partner])
+        else:
+            models[name] = build_backbone(name, args.config).to(device)
     results = []
     for mode in args.mode:
         for height, width in args.sizes:
