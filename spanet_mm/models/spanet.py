@@ -1,40 +1,30 @@
 """SPANet backbone: a MetaFormer whose token mixer is SPAM (Section 4.3 of the paper)."""
-import copy
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
+from mmengine.utils import digit_version
 from torch import Tensor, nn
 
-from .spam import SPAM
+from .base import SpectralBackbone, StateDict, res_scale_or_identity
+from .spam import (SPAM, fused_inference, is_channels_last, nhwc, pointwise,
+                   working_dtype)
 
-# Optional keys of an arch dict and their values for the paper's models.
-DEFAULT_ARCH_OPTIONS = dict(
-    radii=(2, 2, 1, 1),
-    balances=(0.7, 0.8, 0.9),
-    kernel_size=7,
-    mlp_ratio=4,
-    res_scale=(False, False, True, True),
-)
-
-
-class ResScale(nn.Module):
-    """Learnable per-channel scale of the residual branch's input (ResScale)."""
-
-    def __init__(self, embed_dims: int, init_value: float = 1.0) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.full((embed_dims, ), init_value))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.scale[:, None, None]
+# torch's CPU GroupNorm backward gained a channels-last kernel in 2.1 (pytorch PR 89485); on
+# 2.13.0 it crashes (segfault) for channels-last input that needs no gradient while the
+# weight does. Versions from 2.1 on get the work-around in SPANet._enter_stage.
+_GROUP_NORM_CHANNELS_LAST_BACKWARD_BUG = digit_version(torch.__version__) >= digit_version('2.1.0')
 
 
 class ConvMlp(nn.Module):
-    """1x1 conv, GELU, 1x1 conv (the MetaFormer channel MLP on NCHW tensors)."""
+    """1x1 conv, GELU, 1x1 conv (the MetaFormer channel MLP on NCHW tensors).
+
+    On channels-last CPU data the 1x1 convs run as matrix products on the NHWC view, without
+    autograd as oneDNN's linear kernel with the GELU fused into the first (see
+    :func:`~spanet_mm.models.spam.pointwise`).
+    """
 
     def __init__(self, embed_dims: int, hidden_dims: int) -> None:
         super().__init__()
@@ -47,12 +37,14 @@ class ConvMlp(nn.Module):
             nn.init.zeros_(fc.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        hidden = self.fc1(x)
-        if not hidden.is_contiguous():
-            # On channels-last data torch's CPU GELU takes a slow path (about 1.6x the time
-            # at 256x56x56); on the NHWC view, which is contiguous, it takes the fast one.
-            return self.fc2(self.act(hidden.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
-        return self.fc2(self.act(hidden))
+        if x.device.type != 'cpu' or not is_channels_last(x):
+            return self.fc2(self.act(self.fc1(x)))
+        fused = fused_inference(x)
+        # On NHWC data (contiguous) torch's CPU GELU also takes its fast path; on
+        # channels-last NCHW tensors it takes a slow one (about 1.6x the time at 256x56x56).
+        hidden = pointwise(self.fc1, nhwc(x.to(working_dtype(x)) if fused else x), fused,
+                           'gelu')
+        return pointwise(self.fc2, hidden, fused).permute(0, 3, 1, 2)
 
 
 class SPANetBlock(nn.Module):
@@ -82,8 +74,8 @@ class SPANetBlock(nn.Module):
         self.norm2 = nn.GroupNorm(1, embed_dims)
         self.mlp = ConvMlp(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.res_scale1 = ResScale(embed_dims) if res_scale else nn.Identity()
-        self.res_scale2 = ResScale(embed_dims) if res_scale else nn.Identity()
+        self.res_scale1 = res_scale_or_identity(res_scale, embed_dims)
+        self.res_scale2 = res_scale_or_identity(res_scale, embed_dims)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.res_scale1(x) + self.drop_path(self.token_mixer(self.norm1(x)))
@@ -92,33 +84,32 @@ class SPANetBlock(nn.Module):
 
 
 @MODELS.register_module()
-class SPANet(BaseModule):
+class SPANet(SpectralBackbone):
     """SPANet backbone, from `SPANet: Frequency-balancing Token Mixer using Spectral
     Pooling Aggregation Modulation <https://arxiv.org/abs/2308.11568>`_ (ICCV 2023).
 
     Registered once in MMEngine's root ``MODELS`` registry, so ``type='SPANet'`` builds from
-    MMDetection, MMSegmentation and MMPretrain configs alike.
+    MMDetection, MMSegmentation and MMPretrain configs alike. Each output goes through its own
+    GroupNorm (one group).
 
     Args:
         arch (str | dict): One of :attr:`arch_settings` (``'s'``, ``'m'``, ``'mx'``, ``'b'``,
             ``'bx'``; ``'small'``, ``'medium'``, ``'base'`` also work) or a dict with
             ``embed_dims`` and ``depths`` (one entry per stage) and optionally ``radii``
-            (per stage), ``balances`` (the SPF balances), ``kernel_size``, ``mlp_ratio`` and
-            ``res_scale`` (per stage, whether to use ResScale). Defaults to ``'s'``.
-        in_channels (int): Input channels. Defaults to 3.
-        out_indices (Sequence[int] | int): Stages whose features are returned (0-based,
-            negative counts from the end). Each goes through its own GroupNorm.
-            Defaults to (0, 1, 2, 3).
-        frozen_stages (int): Freeze the stem (0), or the stem and stages ``1..n``, with their
-            down-sampling and output norms; -1 freezes nothing. Defaults to -1.
-        drop_path_rate (float): Stochastic depth rate, growing linearly over all blocks
-            from 0 to this value. Defaults to 0.
-        with_cp (bool): Recompute each block in the backward pass (gradient checkpointing)
-            to save memory. Defaults to False.
-        init_cfg (dict | list[dict], optional): Initialisation config. With
-            ``dict(type='Pretrained', checkpoint=PATH)`` the file may be in the authors'
-            release layout, this class's layout, or a downstream (``backbone.``) layout;
-            see :func:`spanet_mm.checkpoint.load_pretrained`.
+            (per stage), ``balances`` (the SPF balances, each in (0, 1)), ``kernel_size``,
+            ``mlp_ratio`` and ``res_scale`` (per stage, whether to use ResScale).
+            Defaults to ``'s'``.
+        channels_last (bool): Speed setting only (the outputs are the same): on CPU, run
+            the stages on channels-last data, where the point-wise layers are matrix
+            products on the NHWC view (oneDNN's fused linear kernels without autograd),
+            the filter is folded into the gates' 1x1 conv, and GroupNorm and the depth-wise
+            convs have channels-last kernels. Defaults to True.
+        channels_last_min_area (int): With ``channels_last``, stages whose feature maps have
+            fewer positions run in the plain layout instead. Defaults to 0 (all stages
+            channels-last, the fastest on every machine measured).
+        **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``drop_path_rate``,
+            ``with_cp`` and ``init_cfg``, as :class:`~spanet_mm.models.base.SpectralBackbone`
+            describes them.
     """
     arch_settings: Dict[str, dict] = {
         's': dict(embed_dims=[64, 128, 320, 512], depths=[4, 4, 12, 4]),
@@ -129,12 +120,14 @@ class SPANet(BaseModule):
     }
     arch_aliases = {'small': 's', 'medium': 'm', 'medium_x': 'mx', 'base': 'b',
                     'base_x': 'bx'}
-    # Speed settings only (the outputs are the same): on CPU, stages whose feature maps
-    # have at least `channels_last_min_area` positions run on channels-last data, where
-    # oneDNN's convolutions, GroupNorm and the filter are faster; smaller maps (e.g. stages
-    # 2-4 at 224x224) run faster in the plain layout (tools/analysis/benchmark.py).
-    channels_last: bool = True
-    channels_last_min_area: int = 1024
+    arch_defaults = dict(
+        radii=(2, 2, 1, 1),
+        balances=(0.7, 0.8, 0.9),
+        kernel_size=7,
+        mlp_ratio=4,
+        res_scale=(False, False, True, True),
+    )
+    per_stage_keys = ('radii', 'res_scale')
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -143,159 +136,99 @@ class SPANet(BaseModule):
                  frozen_stages: int = -1,
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
+                 channels_last: bool = True,
+                 channels_last_min_area: int = 0,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.arch = self.resolve_arch(arch)
-        self.embed_dims = list(self.arch['embed_dims'])
-        self.depths = list(self.arch['depths'])
-        self.num_stages = len(self.depths)
-        self.in_channels = in_channels
-        self.out_indices = self._check_out_indices(out_indices)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], '
-                             f'got {frozen_stages}')
-        self.frozen_stages = frozen_stages
-        self.with_cp = with_cp
+        super().__init__(arch, in_channels, out_indices, frozen_stages, drop_path_rate,
+                         with_cp, init_cfg)
+        self.channels_last = channels_last
+        self.channels_last_min_area = channels_last_min_area
 
         self.stem = nn.Conv2d(in_channels, self.embed_dims[0], 7, stride=4, padding=2)
         self.downsamples = nn.ModuleList(
             nn.Conv2d(self.embed_dims[i], self.embed_dims[i + 1], 3, stride=2, padding=1)
             for i in range(self.num_stages - 1))
-        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
-        self.stages = nn.ModuleList()
-        for i, depth in enumerate(self.depths):
-            first = sum(self.depths[:i])
-            self.stages.append(nn.Sequential(*[
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[
                 SPANetBlock(
                     self.embed_dims[i],
                     radius=self.arch['radii'][i],
                     balances=self.arch['balances'],
                     kernel_size=self.arch['kernel_size'],
                     mlp_ratio=self.arch['mlp_ratio'],
-                    drop_path=rates[first + j],
-                    res_scale=self.arch['res_scale'][i]) for j in range(depth)
-            ]))
+                    drop_path=rate,
+                    res_scale=self.arch['res_scale'][i]) for rate in stage_rates
+            ]) for i, stage_rates in enumerate(self.block_drop_path_rates()))
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.GroupNorm(1, self.embed_dims[i]))
         self._freeze_stages()
 
     @classmethod
-    def resolve_arch(cls, arch: Union[str, dict]) -> dict:
-        """Turn an arch name or dict into a complete, validated arch dict."""
-        if isinstance(arch, str):
-            name = cls.arch_aliases.get(arch.lower(), arch.lower())
-            if name not in cls.arch_settings:
-                valid = sorted(cls.arch_settings) + sorted(cls.arch_aliases)
-                raise ValueError(f'Unknown SPANet arch {arch!r}; valid names are '
-                                 f'{", ".join(valid)}, or a dict with embed_dims and '
-                                 'depths')
-            arch = cls.arch_settings[name]
-        if not isinstance(arch, dict):
-            raise TypeError(f'SPANet arch must be a str or a dict, got {type(arch).__name__}')
-        missing = {'embed_dims', 'depths'} - set(arch)
-        if missing:
-            raise ValueError(f'A custom SPANet arch needs the keys embed_dims and depths; '
-                             f'{sorted(missing)} missing from {arch}')
-        unknown = set(arch) - {'embed_dims', 'depths'} - set(DEFAULT_ARCH_OPTIONS)
-        if unknown:
-            raise ValueError(f'Unknown SPANet arch keys {sorted(unknown)}; known keys are '
-                             f'embed_dims, depths, {", ".join(DEFAULT_ARCH_OPTIONS)}')
-        full = copy.deepcopy(DEFAULT_ARCH_OPTIONS)
-        full.update(copy.deepcopy(arch))
-        num_stages = len(full['depths'])
-        for key in ('embed_dims', 'radii', 'res_scale'):
-            if len(full[key]) != num_stages:
-                raise ValueError(
-                    f'SPANet arch lists must have one entry per stage: depths has '
-                    f'{num_stages} ({list(full["depths"])}) but {key} has '
-                    f'{len(full[key])} ({list(full[key])})')
-        if num_stages == 0 or min(full['depths']) < 1:
-            raise ValueError(f'SPANet depths must be positive, got {list(full["depths"])}')
-        if not full['balances']:
-            raise ValueError('SPANet needs at least one SPF balance')
-        return full
+    def _check_arch(cls, arch: dict) -> None:
+        balances = arch['balances']
+        if not balances or not all(
+                isinstance(b, (int, float)) and 0 < b < 1 for b in balances):
+            raise ValueError(f'SPANet balances must be a non-empty list of numbers in (0, 1), '
+                             f'got {balances!r}')
+        if any(not isinstance(r, (int, float)) or r < 0 for r in arch['radii']):
+            raise ValueError(f'SPANet radii must be >= 0, got {list(arch["radii"])}')
+        kernel = arch['kernel_size']
+        if not (isinstance(kernel, int) and kernel > 0 and kernel % 2 == 1):
+            raise ValueError(f'SPANet kernel_size must be a positive odd int, got {kernel!r}')
+        if not (isinstance(arch['mlp_ratio'], (int, float)) and arch['mlp_ratio'] > 0):
+            raise ValueError(f'SPANet mlp_ratio must be positive, got {arch["mlp_ratio"]!r}')
 
-    def _check_out_indices(self, out_indices: Union[int, Sequence[int]]) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        if not isinstance(out_indices, Sequence) or len(out_indices) == 0:
-            raise ValueError(f'out_indices must be an int or a non-empty sequence of ints, '
-                             f'got {out_indices!r}')
-        resolved = []
-        for index in out_indices:
-            if not -self.num_stages <= index < self.num_stages:
-                raise ValueError(
-                    f'out_indices must be in [{-self.num_stages}, {self.num_stages - 1}] '
-                    f'for {self.num_stages} stages, got {index} in {tuple(out_indices)}')
-            resolved.append(index % self.num_stages)
-        return tuple(sorted(set(resolved)))
+    def _stage_entry(self, index: int) -> nn.Module:
+        return self.stem if index == 0 else self.downsamples[index - 1]
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'SPANet expects input of shape (N, {self.in_channels}, H, W), '
-                             f'got {tuple(x.shape)}')
-        outs = []
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            if i > 0:
-                x = self.downsamples[i - 1](x)
-            x = x.contiguous(memory_format=self._memory_format(x))
-            x = self._run_stage(stage, x)
-            if i in self.out_indices:
-                # Features are handed back plainly contiguous, whatever the stage ran on.
-                outs.append(getattr(self, f'norm{i}')(x).contiguous())
-        return tuple(outs)
+    def _enter_stage(self, index: int, x: Tensor) -> Tensor:
+        if index == 0:
+            # The image in the first stage's layout (3 channels: a cheap copy), so that the
+            # stem's output comes out in it rather than being copied into it; the check
+            # below has the last word.
+            rows, cols = (size // stride for size, stride in zip(x.shape[-2:], self.stem.stride))
+            x = x.contiguous(memory_format=self._memory_format(x.device, rows, cols))
+        x = self._stage_entry(index)(x)
+        x = x.contiguous(memory_format=self._memory_format(x.device, *x.shape[-2:]))
+        if (_GROUP_NORM_CHANNELS_LAST_BACKWARD_BUG and torch.is_grad_enabled()
+                and not x.requires_grad and x.device.type == 'cpu' and not x.is_contiguous()
+                and self.stages[index][0].norm1.weight.requires_grad):
+            # The first trainable stage after frozen ones (see the note at the top): let
+            # autograd track its input too.
+            x = x.detach().requires_grad_()
+        return x
 
-    def _memory_format(self, x: Tensor) -> torch.memory_format:
-        if (self.channels_last and x.device.type == 'cpu'
-                and x.shape[-2] * x.shape[-1] >= self.channels_last_min_area):
+    def _output(self, index: int, x: Tensor) -> Tensor:
+        # Features are handed back plainly contiguous, whatever the stage ran on.
+        return getattr(self, f'norm{index}')(x).contiguous()
+
+    def _memory_format(self, device: torch.device, height: int,
+                       width: int) -> torch.memory_format:
+        if (self.channels_last and device.type == 'cpu'
+                and height * width >= self.channels_last_min_area):
             return torch.channels_last
         return torch.contiguous_format
 
-    def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
-        norm = stage[0].norm1
-        if (torch.is_grad_enabled() and not x.requires_grad and x.device.type == 'cpu'
-                and not x.is_contiguous() and norm.weight.requires_grad):
-            # torch 2.13's CPU GroupNorm backward crashes (segfault) on channels-last input
-            # that needs no gradient when its weight does (the first stage after frozen
-            # ones): let autograd track this input too.
-            x = x.detach().requires_grad_()
-        # Checkpoint whenever autograd records, even if x itself needs no gradient (the
-        # input of the first trainable stage after frozen ones): the blocks' weights do.
-        if not (self.with_cp and torch.is_grad_enabled()):
-            return stage(x)
-        for block in stage:
-            x = cp.checkpoint(block, x, use_reentrant=False)
-        return x
+    @classmethod
+    def from_release_layout(cls, state_dict: StateDict) -> tuple:
+        """The authors' release tensors (``patch_embed``, ``network.*``) under this class's
+        names (see :func:`spanet_mm.checkpoint.release_to_spanet_mm`), and the keys left out
+        grouped by reason (``{reason: [keys]}``): the classifier's
+        ``norm`` becomes the last stage's ``norm{i}``, the fixed SPF masks are dropped. A
+        dict in this class's layout comes back unchanged."""
+        from ..checkpoint import (MASK_REASON, is_release_layout, release_num_stages,
+                                  release_to_spanet_mm)
+        if not is_release_layout(state_dict):
+            return state_dict, {}
+        renamed, masks = release_to_spanet_mm(state_dict, release_num_stages(state_dict))
+        return renamed, ({MASK_REASON: masks} if masks else {})
 
-    def _frozen_modules(self) -> List[nn.Module]:
-        if self.frozen_stages < 0:
-            return []
-        modules = [self.stem]
-        for i in range(self.frozen_stages):
-            if i > 0:
-                modules.append(self.downsamples[i - 1])
-            modules.append(self.stages[i])
-            if i in self.out_indices:
-                modules.append(getattr(self, f'norm{i}'))
-        return modules
-
-    def _freeze_stages(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'SPANet':
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
-    def init_weights(self) -> None:
-        init_cfg = self.init_cfg
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            from ..checkpoint import load_pretrained
-            load_pretrained(self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
-            self._is_init = True
-        else:
-            super().init_weights()
+    @classmethod
+    def arch_name_of(cls, state_dict: StateDict) -> Optional[str]:
+        """The arch of :attr:`arch_settings` whose depths and widths the tensors (in this
+        class's layout) have, or None (also for tensors of another backbone family)."""
+        from ..checkpoint import arch_names_matching
+        if not any(k.endswith('.token_mixer.proj_in.weight') for k in state_dict):
+            return None  # no SPAM: not a SPANet (v1) state_dict
+        names = arch_names_matching(cls, state_dict)
+        return names[0] if names else None

@@ -15,7 +15,7 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .models.spectral_filter import spectral_mask
+from ..models.spectral_filter import spectral_mask
 
 
 class ReferenceSPF(nn.Module):

@@ -1,0 +1,30 @@
+"""``--cfg-options`` for the end-to-end runs: a tiny arch and the generated data's scale."""
+
+# A SPANet small enough for quick tests yet with every feature of the real ones: four
+# stages, three chunks per SPAM, both radii and ResScale in stages 3-4.
+TINY_ARCH = dict(embed_dims=[12, 18, 24, 30], depths=[1, 1, 2, 1])
+# Side of the generated images and of the scale the configs are overridden to.
+E2E_IMAGE_SIZE = 64
+COCO_NUM_TRAIN, COCO_NUM_VAL = 16, 8
+
+
+def arch_options(arch=None):
+    """``--cfg-options`` that replace the config's SPANet arch by ``arch`` (default the tiny
+    one): ``arch`` is a name in the config, so the dict replaces it with ``_delete_``."""
+    arch = arch or TINY_ARCH
+    return ['model.backbone.arch._delete_=True'] + [
+        f'model.backbone.arch.{key}={_cfg_value(value)}' for key, value in arch.items()
+    ]
+
+
+def _cfg_value(value):
+    """A value as MMEngine's DictAction parses it (lists without spaces)."""
+    if isinstance(value, (list, tuple)):
+        inner = ','.join(_cfg_value(v) for v in value)
+        return f'[{inner}]' if isinstance(value, list) else f'({inner})'
+    return str(value)
+
+
+def cfg_options(**options):
+    """``key=value`` strings from keyword arguments whose ``__`` stands for ``.``."""
+    return [f'{key.replace("__", ".")}={_cfg_value(value)}' for key, value in options.items()]
