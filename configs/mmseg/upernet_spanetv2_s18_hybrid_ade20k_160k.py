@@ -1,0 +1,9 @@
+# UperNet with a SPANetV2-S18-hybrid backbone on ADE20K, 160k iterations (SPANetV2 paper: 49.1
+# mIoU): the S18-pure recipe with the hybrid backbone's weights and stochastic depth 0.15.
+_base_ = './upernet_spanetv2_s18_pure_ade20k_160k.py'
+
+pretrained = 'checkpoints/spanetv2_s18_hybrid_k7_res-scale_Full-ExSPAM.pth'
+
+model = dict(
+    backbone=dict(
+        arch='s18_hybrid', drop_path_rate=0.15, init_cfg=dict(checkpoint=pretrained)))
