@@ -6,6 +6,12 @@ is all a config needs.
 """
 from . import engine  # noqa: F401  allow-lists Runner checkpoints for torch.load
 from .models import SPAM, SPANet, SpectralPoolingFilter, spectral_mask
+from .models import ExSPAM, SPANetV2
+from .optim import LayerDecayOptimWrapperConstructor  # noqa: F401  registers it in MMEngine
 from .version import __version__
+from . import model_hub  # noqa: E402  MMPretrain's names spanet_*_in1k (registered lazily)
 
-__all__ = ['SPANet', 'SPAM', 'SpectralPoolingFilter', 'spectral_mask', '__version__']
+model_hub.install()
+
+__all__ = ['SPANet', 'SPAM', 'SpectralPoolingFilter', 'spectral_mask', '__version__',
+           'SPANetV2', 'ExSPAM']

@@ -6,8 +6,9 @@ _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 
 custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
 
-# The authors' ImageNet-1K weights (README, "Pretrained weights"). Without the file the
-# backbone starts from random weights and a warning says so.
+# The authors' ImageNet-1K weights (README, "Pretrained weights"). Without the file training
+# stops with an error; to train from scratch on purpose add
+# `--cfg-options model.backbone.init_cfg=None`.
 pretrained = 'checkpoints/spanet-small.pth'
 
 model = dict(

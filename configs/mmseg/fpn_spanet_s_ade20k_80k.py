@@ -7,8 +7,9 @@ _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 
 custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
 
-# The authors' ImageNet-1K weights (README, "Pretrained weights"). Without the file the
-# backbone starts from random weights and a warning says so.
+# The authors' ImageNet-1K weights (README, "Pretrained weights"). Without the file training
+# stops with an error; to train from scratch on purpose add
+# `--cfg-options model.backbone.init_cfg=None`.
 pretrained = 'checkpoints/spanet-small.pth'
 
 model = dict(
