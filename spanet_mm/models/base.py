@@ -259,7 +259,7 @@ class SpectralBackbone(BaseModule):
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
             from ..checkpoint import load_pretrained
             load_pretrained(self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
-                            allow_partial=init_cfg.get('allow_partial', False))  # LEAD-TODO
+                            allow_partial=init_cfg.get('allow_partial', False))
             self._is_init = True
         else:
             super().init_weights()
