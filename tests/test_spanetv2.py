@@ -60,19 +60,6 @@ def reference_for(model, num_classes=0):
     return reference.eval()
 
 
-@pytest.fixture(autouse=True)
-def _no_drop_path_linspace_on_meta(monkeypatch):
-    """Lets archs be built on the meta device for counting (no memory, no init time)."""
-    original = SPANetV2.block_drop_path_rates
-
-    def rates(self):
-        if torch.empty(0).device.type == 'meta':
-            return [[0.0] * d for d in self.depths]
-        return original(self)
-
-    monkeypatch.setattr(SPANetV2, 'block_drop_path_rates', rates)
-
-
 @pytest.mark.parametrize('arch', sorted(CLASSIFIER_PARAMS))
 def test_parameter_counts(arch):
     from spanet_mm.models.heads import SPANetV2ClsHead

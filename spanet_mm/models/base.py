@@ -182,7 +182,7 @@ class SpectralBackbone(BaseModule):
     def block_drop_path_rates(self) -> List[List[float]]:
         """Stochastic depth rate of every block, per stage: linear over all blocks of the
         network from 0 to ``drop_path_rate``."""
-        rates = torch.linspace(0, self.drop_path_rate, sum(self.depths)).tolist()
+        rates = torch.linspace(0, self.drop_path_rate, sum(self.depths), device='cpu').tolist()
         starts = [sum(self.depths[:i]) for i in range(self.num_stages)]
         return [rates[start:start + depth] for start, depth in zip(starts, self.depths)]
 
