@@ -1,12 +1,18 @@
 """Configs written elsewhere, inheriting the codebases' shipped configs and importing
 spanet_mm through ``custom_imports``, run with MMDetection's and MMSegmentation's OWN tools
-(shipped inside their packages), not this repository's."""
+(shipped inside their packages), not this repository's. Their backbones are SPANet with no
+pretrained file (``init_cfg`` unset)."""
+import pickle
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import (E2E_IMAGE_SIZE, TINY_ARCH, codebase_tool, read_test_metrics,
-                      run_command)
+from helpers.commands import codebase_tool, read_test_metrics, run_command
+from helpers.options import E2E_IMAGE_SIZE, TINY_ARCH
+# The checks of predictions and metrics that the tests of this repository's tools use.
+from test_e2e_mmdet import check_predictions, coco_map
+from test_e2e_mmseg import label_maps, seg_scores
 
 RETINANET_CONFIG = """\
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
@@ -85,16 +91,19 @@ def write_config(directory, template, **values):
     return path
 
 
-def train_and_test_with_own_tools(codebase, config, checkpoint_name, tmp_path):
+def train_and_test_with_own_tools(codebase, config, checkpoint_name, out, tmp_path):
     """Train ``config`` and test its ``checkpoint_name`` with ``codebase``'s shipped
-    tools/train.py and tools/test.py; the checkpoint's path and the test metrics."""
+    tools/train.py and tools/test.py (predictions to ``out``); the checkpoint's path and the
+    test metrics."""
     # Run from the config's directory: nothing of this repository is on the path but the
     # installed spanet_mm package.
     run_command(['python', codebase_tool(codebase, 'train.py'), config, '--work-dir',
                  tmp_path / 'train'], cwd=tmp_path)
     checkpoint = tmp_path / 'train' / checkpoint_name
+    # Every planned iteration ran (4; for the detector, one epoch of 16 images, 4 a batch).
+    assert torch.load(checkpoint, map_location='cpu')['meta']['iter'] == 4
     log = run_command(['python', codebase_tool(codebase, 'test.py'), config, checkpoint,
-                       '--work-dir', tmp_path / 'test'], cwd=tmp_path)
+                       '--work-dir', tmp_path / 'test', '--out', out], cwd=tmp_path)
     assert f'Load checkpoint from {checkpoint}' in log
     return checkpoint, read_test_metrics(tmp_path / 'test')
 
@@ -103,9 +112,16 @@ def train_and_test_with_own_tools(codebase, config, checkpoint_name, tmp_path):
 def test_mmdet_own_tools_train_and_test_retinanet_config(coco_shapes, tmp_path):
     config = write_config(tmp_path, RETINANET_CONFIG, data_root=coco_shapes['data_root'],
                           neck_in=TINY_ARCH['embed_dims'][1:])
-    checkpoint, metrics = train_and_test_with_own_tools('mmdet', config, 'epoch_1.pth',
+    out = tmp_path / 'predictions.pkl'
+    checkpoint, metrics = train_and_test_with_own_tools('mmdet', config, 'epoch_1.pth', out,
                                                         tmp_path)
-    assert 0 <= metrics['coco/bbox_mAP'] <= 1, metrics
+    # MMDetection's tool dumped well-formed predictions, and its metrics are theirs.
+    with open(out, 'rb') as f:
+        predictions = pickle.load(f)
+    check_predictions(predictions, coco_shapes['val_ann'], max_per_img=100)
+    got = metrics['coco/bbox_mAP'], metrics['coco/bbox_mAP_50']
+    assert got == pytest.approx(coco_map(predictions, coco_shapes['val_ann'], 'bbox'),
+                                abs=6e-4), metrics
     state = torch.load(checkpoint, map_location='cpu')
     assert 'backbone.stages.2.1.token_mixer.proj_in.weight' in state['state_dict']
 
@@ -114,5 +130,14 @@ def test_mmdet_own_tools_train_and_test_retinanet_config(coco_shapes, tmp_path):
 def test_mmseg_own_tools_train_and_test_semantic_fpn_config(ade20k_like, tmp_path):
     config = write_config(tmp_path, SEMANTIC_FPN_CONFIG, data_root=ade20k_like['data_root'],
                           neck_in=TINY_ARCH['embed_dims'])
-    _, metrics = train_and_test_with_own_tools('mmseg', config, 'iter_4.pth', tmp_path)
-    assert 0 <= metrics['mIoU'] <= 100, metrics
+    out_dir = tmp_path / 'predictions'
+    _, metrics = train_and_test_with_own_tools('mmseg', config, 'iter_4.pth', out_dir,
+                                               tmp_path)
+    # MMSegmentation's tool wrote one label PNG per validation image; scored here, they give
+    # the metrics it reported.
+    labels = label_maps(Path(ade20k_like['data_root'], ade20k_like['val_ann_dir']))
+    predictions = label_maps(out_dir)
+    assert sorted(predictions) == sorted(labels) != []
+    names = sorted(labels)
+    scores = seg_scores([predictions[n] for n in names], [labels[n] for n in names])
+    assert scores == pytest.approx((metrics['aAcc'], metrics['mIoU']), abs=0.01), metrics

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 import torch
-from conftest import (REPO_ROOT, TINY_ARCH, arch_options, cfg_options, run_command, tool,
-                      train_scalars)
+from helpers.commands import REPO_ROOT, run_command, tool, train_scalars
+from helpers.options import TINY_ARCH, arch_options, cfg_options
 
 CONFIG = REPO_ROOT / 'configs/mmseg/fpn_spanet_s_ade20k_80k.py'
 MAX_ITERS, INTERVAL = 12, 4
@@ -53,8 +53,9 @@ def crashing_config(tmp_path, kill_at):
 @pytest.mark.slow
 def test_killed_run_resumes_and_continues(ade20k_options, tmp_path):
     work_dir = tmp_path / 'work'
-    # Logging every iteration, unsmoothed, records each iteration's loss.
+    # Logging every iteration, unsmoothed, records each iteration's loss. No pretrained file.
     options = ade20k_options + arch_options() + cfg_options(
+        model__backbone__init_cfg=None,
         train_cfg__max_iters=MAX_ITERS, train_cfg__val_interval=MAX_ITERS,
         default_hooks__checkpoint__interval=INTERVAL, default_hooks__logger__interval=1,
         log_processor__window_size=1,

@@ -2,6 +2,7 @@
 # Distributed testing over torchrun.
 #   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py ARGS]
 # Several machines: NNODES, NODE_RANK, MASTER_ADDR and PORT as for tools/dist_train.sh.
+# Without GPUs: GPUS counts processes; add --cfg-options env_cfg.dist_cfg.backend=gloo.
 set -e
 
 CONFIG=$1

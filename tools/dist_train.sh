@@ -4,6 +4,7 @@
 # Several machines: run it on each with NNODES, NODE_RANK (0..NNODES-1), MASTER_ADDR (the
 # address of node 0) and PORT set alike, e.g.
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8
+# Without GPUs: GPUS counts processes; add --cfg-options env_cfg.dist_cfg.backend=gloo.
 set -e
 
 CONFIG=$1
