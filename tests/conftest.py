@@ -92,3 +92,13 @@ def imagenet_options(imagenet_like):
             f'{loader}__dataset__pipeline__2__crop_size': size,
         })
     return cfg_options(**options)
+
+
+@pytest.fixture
+def tiny_v2_arch():
+    """A hybrid SPANetV2 small enough for quick tests: ExSPAM (4 heads) in stages 1-2,
+    MixAttention and Attention (16-channel heads) in 3-4. Its widths differ from its map sizes
+    at 64x64 input, so a channels-last map read the wrong way round shows."""
+    return dict(embed_dims=[8, 16, 32, 32], depths=[1, 1, 1, 1],
+                mixers=['spectral', 'spectral', 'mix_attention', 'attention'],
+                attention_head_dims=16)

@@ -1,31 +1,17 @@
-"""Deployment: ONNX export with dynamic sizes (checked with onnxruntime), jit.trace,
-torch.compile."""
-import importlib.util
+"""Deployment (spanet_mm.deployment.onnx, behind tools/deployment/export_onnx.py): ONNX export
+with dynamic sizes checked with onnxruntime; jit.trace and torch.compile."""
 import warnings
-from pathlib import Path
 
 import onnx
 import pytest
 import torch
 
 from spanet_mm import SPANet
+from spanet_mm.deployment.onnx import (build_exportable, export_and_verify, export_onnx,
+                                       verify_onnx)
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPORT_SIZE = (64, 96)
 OTHER_SIZES = [(80, 112), (97, 131)]  # odd and non-square, neither the export size
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'export_onnx', ROOT / 'tools' / 'deployment' / 'export_onnx.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module')
-def tool():
-    return load_tool()
 
 
 def symbolic_dims(path):
@@ -35,43 +21,76 @@ def symbolic_dims(path):
 
 
 @pytest.mark.parametrize('kind', ['backbone', 'classifier', 'retinanet'])
-def test_onnx_export_matches_pytorch_at_other_sizes(tool, tiny_arch, tmp_path, kind):
-    wrapper = tool.build(kind, tiny_arch, num_classes=7)
+def test_onnx_export_matches_pytorch_at_other_sizes(tiny_arch, tmp_path, kind):
+    wrapper = build_exportable(kind, 'spanet', num_classes=7, arch=tiny_arch)
     path = tmp_path / f'{kind}.onnx'
-    names = tool.export(wrapper, str(path), EXPORT_SIZE)
+    names = export_onnx(wrapper, kind, str(path), EXPORT_SIZE)
     assert symbolic_dims(path) == ['batch', '', 'height', 'width']
-    expected_outputs = {'backbone': 4, 'classifier': 1, 'retinanet': 10}[kind]
-    assert len(names) == expected_outputs
-    report = tool.verify(wrapper, str(path), OTHER_SIZES, batch=2)
+    expected_names = {
+        'backbone': [f'feat{i}' for i in range(4)], 'classifier': ['logits'],
+        'retinanet': [f'cls_score{i}' for i in range(5)] + [f'bbox_pred{i}' for i in range(5)]}
+    assert names == expected_names[kind]
+    report = verify_onnx(wrapper, str(path), OTHER_SIZES, batch=2)
     assert [shape for shape, _ in report] == OTHER_SIZES
     for shape, diff in report:
         assert diff <= 1e-4, (shape, diff)
 
 
-def test_onnx_verify_detects_a_mismatch(tool, tiny_arch, tmp_path):
+def test_onnx_verify_detects_a_mismatch(tiny_arch, tmp_path):
     """The check compares real numbers: a model changed after export no longer matches."""
-    wrapper = tool.build('backbone', tiny_arch)
+    wrapper = build_exportable('backbone', 'spanet', arch=tiny_arch)
     path = tmp_path / 'backbone.onnx'
-    tool.export(wrapper, str(path), EXPORT_SIZE)
+    export_onnx(wrapper, 'backbone', str(path), EXPORT_SIZE)
     with torch.no_grad():
         wrapper.model.stem.bias.add_(1.0)
-    (_, diff), = tool.verify(wrapper, str(path), OTHER_SIZES[:1])
+    (_, diff), = verify_onnx(wrapper, str(path), OTHER_SIZES[:1])
     assert diff > 1e-2
 
 
-def test_onnx_command_line(tool, tiny_arch, tmp_path, capsys, monkeypatch):
-    # The command line takes a named arch; shrink 's' to the tiny arch to keep it quick.
-    monkeypatch.setitem(SPANet.arch_settings, 's', tiny_arch)
+def test_export_of_a_config_with_its_checkpoint(tiny_arch, tmp_path):
+    """What the tool does for --config CONFIG --checkpoint CKPT --verify: the checkpoint's
+    weights are the ones exported."""
+    config = tmp_path / 'cls.py'
+    config.write_text(f"""
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
+model = dict(type='ImageClassifier',
+             backbone=dict(type='SPANet', arch={tiny_arch!r}, out_indices=(3, )),
+             neck=dict(type='GlobalAveragePooling'),
+             head=dict(type='LinearClsHead', num_classes=5, in_channels=30,
+                       loss=dict(type='CrossEntropyLoss')))
+""")
+    trained = build_exportable('classifier', config=str(config)).model
+    with torch.no_grad():
+        trained.head.fc.bias.fill_(3.0)
+    checkpoint = tmp_path / 'ckpt.pth'
+    torch.save(dict(state_dict=trained.state_dict()), checkpoint)
+    lines = []
     out = tmp_path / 'cls.onnx'
-    code = tool.main(['classifier', '--arch', 's', '--num-classes', '5', '--out', str(out),
-                      '--shape', '64', '64', '--verify', '--verify-shapes', '96x80'])
-    text = capsys.readouterr().out
-    assert code == 0 and out.is_file()
-    assert '96x80: max |onnxruntime - PyTorch|' in text and 'ok' in text
+    assert export_and_verify('classifier', str(out), config=str(config),
+                             checkpoint=str(checkpoint), shape=(64, 64), verify=True,
+                             verify_shapes=[(96, 80)], log=lines.append)
+    assert lines[0] == f'wrote {out}: input (batch, 3, height, width) -> logits'
+    assert lines[1].startswith('  96x80: max |onnxruntime - PyTorch|') and lines[1].endswith('ok')
+    import onnxruntime as ort
+    logits = ort.InferenceSession(str(out)).run(None, {'input': torch.zeros(1, 3, 64, 64).numpy()})
+    with torch.no_grad():
+        expected = trained(torch.zeros(1, 3, 64, 64), mode='tensor')
+    torch.testing.assert_close(torch.from_numpy(logits[0]), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_jit_trace_keeps_sizes_dynamic(tiny_arch):
-    model = SPANet(tiny_arch).eval()
+def test_spanetv2_cannot_go_through_the_torchscript_exporter(tmp_path, tiny_v2_arch):
+    """ExSPAM's rfft2 has no ONNX export in the TorchScript exporter (opset 17): the tool
+    says so before tracing (README, "Export and compilation")."""
+    wrapper = build_exportable('backbone', 'spanetv2', arch=tiny_v2_arch)
+    with pytest.raises(NotImplementedError, match='2 ExSPAM layers .*rfft2'):
+        export_onnx(wrapper, 'backbone', str(tmp_path / 'v2.onnx'), EXPORT_SIZE)
+
+
+@pytest.mark.parametrize('family', ['spanet', 'spanetv2'])
+def test_jit_trace_keeps_sizes_dynamic(tiny_arch, tiny_v2_arch, family):
+    from spanet_mm.catalogue import build_backbone
+    model = build_backbone(family, arch=tiny_arch if family == 'spanet' else tiny_v2_arch)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         traced = torch.jit.trace(model, torch.randn(1, 3, *EXPORT_SIZE))
@@ -82,12 +101,14 @@ def test_jit_trace_keeps_sizes_dynamic(tiny_arch):
                 torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.slow
-def test_torch_compile_matches_eager(tiny_arch):
-    model = SPANet(tiny_arch).eval()
-    compiled = torch.compile(model)
+def test_torch_compile_matches_eager():
+    """Cheap on purpose: a one-stage SPANet at two small sizes, compiled for static shapes
+    (a graph per size), so the test checks inductor's code rather than waiting for it."""
+    model = SPANet(dict(embed_dims=[12], depths=[1], radii=[2], res_scale=[False]),
+                   out_indices=(0, )).eval()
+    compiled = torch.compile(model, dynamic=False)
     with torch.no_grad():
-        for size in [EXPORT_SIZE, OTHER_SIZES[1]]:
+        for size in [(32, 32), (28, 36)]:
             x = torch.randn(1, 3, *size)
-            for ours, theirs in zip(compiled(x), model(x)):
-                torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+            (ours, ), (theirs, ) = compiled(x), model(x)
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)

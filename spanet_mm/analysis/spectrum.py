@@ -9,14 +9,21 @@ paper follows). From that centred map come
 * Figure 2: the *relative log amplitude*, the map along the diagonal from the zero frequency
   to the highest one, minus its value at zero, against the normalised frequency ``0 .. pi``.
 """
+import csv
+import json
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import os
+import os.path as osp
+from dataclasses import dataclass
+from typing import List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .common import capture, load_backbone_checkpoint, modules_of_type
+from ..catalogue import family_of, mixer_modules
+from ..images import read_rgb, to_model_input
+from .hooks import capture
 
 # Keeps the log finite where a feature map's spectrum vanishes.
 LOG_EPS = 1e-6
@@ -54,13 +61,14 @@ def diagonal_profile(log_amp_map: Tensor) -> Tuple[Tensor, Tensor]:
     return freqs, values - values[0]
 
 
-def to_nchw(module: nn.Module, args: tuple, out) -> Tensor:
-    """A mixer's output as ``(B, C, H, W)``: as is, or tokens ``(B, H*W, C)`` reshaped with
-    the ``hw_shape`` argument that token-based mixers (Swin's window attention) receive."""
+def to_nchw(module: nn.Module, args: tuple, out, channels_last: bool = False) -> Tensor:
+    """A mixer's output as ``(B, C, H, W)``: as is (``(B, H, W, C)`` permuted, for mixers
+    that work channels-last), or tokens ``(B, H*W, C)`` reshaped with the ``hw_shape``
+    argument that token-based mixers (Swin's window attention) receive."""
     if isinstance(out, tuple):
         out = out[0]
     if out.dim() == 4:
-        return out
+        return out.permute(0, 3, 1, 2) if channels_last else out
     if out.dim() == 3 and len(args) > 1 and len(args[1]) == 2:
         height, width = (int(s) for s in args[1])
         batch, tokens, channels = out.shape
@@ -96,100 +104,16 @@ class MixerSpectrum:
         return diagonal_profile(self.log_amp_map)
 
 
-@dataclass
-class BackboneSpec:
-    """How to build a backbone and find its token mixers."""
-    build: Callable[[], nn.Module]
-    mixer_types: Callable[[], Tuple[type, ...]]
-    mixer: str
-    select: Callable[[str], bool] = field(default=lambda name: True)
-
-
-def _spanet(arch: str) -> BackboneSpec:
-    def build():
-        from spanet_mm import SPANet
-        return SPANet(arch=arch)
-
-    def types():
-        from spanet_mm import SPAM
-        return (SPAM, )
-    return BackboneSpec(build, types, 'SPAM')
-
-
-def _mmpretrain(name: str, **kwargs) -> Callable[[], nn.Module]:
-    def build():
-        # Instantiated directly rather than through a registry, which would follow
-        # whatever default scope the process has.
-        from mmpretrain.models import backbones
-        return getattr(backbones, name)(**kwargs)
-    return build
-
-
-def _convnext_types():
-    return (nn.Conv2d, )
-
-
-def _swin_types():
-    from mmpretrain.models.utils import ShiftWindowMSA
-    return (ShiftWindowMSA, )
-
-
-def _pool_types():
-    from mmpretrain.models.backbones.poolformer import Pooling
-    return (Pooling, )
-
-
-BACKBONES: Dict[str, BackboneSpec] = {
-    **{f'spanet-{a}': _spanet(a) for a in ('s', 'm', 'mx', 'b', 'bx')},
-    'convnext-t': BackboneSpec(_mmpretrain('ConvNeXt', arch='tiny'), _convnext_types,
-                               'DepConv (7x7 depth-wise)',
-                               select=lambda name: name.endswith('.depthwise_conv')),
-    'swin-t': BackboneSpec(_mmpretrain('SwinTransformer', arch='tiny', img_size=224),
-                           _swin_types, 'Local MSA (shifted windows)'),
-    'poolformer-s24': BackboneSpec(_mmpretrain('PoolFormer', arch='s24'), _pool_types,
-                                   'Pooling (pool(x) - x)'),
-}
-
-
-def build_backbone(name: str, checkpoint: Optional[str] = None,
-                   arch: Optional[dict] = None) -> nn.Module:
-    """Build one of :data:`BACKBONES` (random weights unless ``checkpoint``), in eval mode.
-
-    ``arch`` replaces a SPANet's arch (e.g. a tiny one for tests).
-    """
-    if name not in BACKBONES:
-        raise ValueError(f'Unknown backbone {name!r}; known: {", ".join(BACKBONES)}')
-    if arch is not None:
-        if not name.startswith('spanet'):
-            raise ValueError(f'arch overrides only apply to SPANet, not {name}')
-        from spanet_mm import SPANet
-        model = SPANet(arch=arch)
-    else:
-        model = BACKBONES[name].build()
-    if checkpoint:
-        load_backbone_checkpoint(model, checkpoint)
-    # Some backbones' train() overrides return None, so do not chain on eval().
-    model.eval()
-    return model
-
-
-def mixer_modules(model: nn.Module, name: str) -> List[Tuple[str, nn.Module]]:
-    """The token mixers of a backbone of :data:`BACKBONES`, in forward order."""
-    spec = BACKBONES[name]
-    found = [(n, m) for n, m in modules_of_type(model, spec.mixer_types()) if spec.select(n)]
-    if not found:
-        raise ValueError(f'No token mixer ({spec.mixer}) found in {name}')
-    return found
-
-
 @torch.no_grad()
 def mixer_spectra(model: nn.Module, mixers: Sequence[Tuple[str, nn.Module]],
-                  batches: Sequence[Tensor]) -> List[MixerSpectrum]:
-    """Run the images through ``model`` and accumulate each mixer output's spectrum."""
+                  batches: Sequence[Tensor], channels_last: bool = False
+                  ) -> List[MixerSpectrum]:
+    """Run the images through ``model`` and accumulate each mixer output's spectrum
+    (``channels_last``: the mixers return ``(B, H, W, C)``)."""
     spectra = {name: MixerSpectrum(name) for name, _ in mixers}
 
     def hook(module, args, out):
-        return to_nchw(module, args, out)
+        return to_nchw(module, args, out, channels_last)
 
     for batch in batches:
         with capture(mixers, hook) as outputs:
@@ -208,3 +132,161 @@ def stage_ends(spectra: Sequence[MixerSpectrum]) -> List[int]:
         if i + 1 == len(spectra) or spectra[i + 1].shape != spectrum.shape:
             ends.append(i)
     return ends
+
+
+# -- the whole analysis, its figures and files ------------------------------------------------
+
+def analyse(models: Mapping[str, nn.Module], images: Sequence[np.ndarray], size: int = 224,
+            checkpoints: Optional[Mapping[str, str]] = None) -> dict:
+    """Spectra of every mixer layer of each model, as plain numbers (the JSON content).
+
+    Args:
+        models: Catalogue name (``FAMILY:ARCH``, whose family says what the mixers are) ->
+            built backbone in eval mode.
+        images: ``(H, W, 3)`` RGB images, resized and centre-cropped to ``size``.
+        size: Side of the model input.
+        checkpoints: Catalogue name -> the weights it was loaded with, for the record.
+    """
+    batch = [to_model_input(image, size) for image in images]
+    results = {}
+    for name, model in models.items():
+        family = family_of(name)
+        spectra = mixer_spectra(model, mixer_modules(model, name), batch,
+                                channels_last=family.channels_last)
+        layers = []
+        for spectrum in spectra:
+            freqs, curve = spectrum.profile()
+            log_map = spectrum.log_amp_map
+            centre = log_map[log_map.shape[0] // 2, log_map.shape[1] // 2]
+            layers.append(dict(name=spectrum.name, shape=list(spectrum.shape),
+                               channels=spectrum.channels, freqs=freqs.tolist(),
+                               relative_log_amplitude=curve.tolist(),
+                               relative_log_amplitude_map=(log_map - centre).tolist()))
+        results[name] = dict(mixer=family.mixer, checkpoint=(checkpoints or {}).get(name),
+                             stage_ends=stage_ends(spectra), layers=layers)
+    return results
+
+
+def _depths(count: int) -> np.ndarray:
+    return np.linspace(0, 1, count) if count > 1 else np.zeros(1)
+
+
+def plot_curves(results: dict, path: str) -> None:
+    """Figure 2: per model, the relative log amplitude of each layer, coloured by depth."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    names = list(results)
+    fig = Figure(figsize=(3.6 * len(names), 3.4), layout='constrained')
+    axes = fig.subplots(1, len(names), squeeze=False)
+    cmap = colormaps['plasma']
+    for ax, name in zip(axes[0], names):
+        layers = results[name]['layers']
+        for layer, depth in zip(layers, _depths(len(layers))):
+            ax.plot(layer['freqs'], layer['relative_log_amplitude'], color=cmap(0.9 * depth),
+                    linewidth=1)
+        ax.set_title(f'{name}\n{results[name]["mixer"]}', fontsize=9)
+        ax.set_xlabel('normalised frequency')
+        ax.set_xticks([0, math.pi / 2, math.pi], ['0', 'π/2', 'π'])
+        ax.axhline(0, color='grey', linewidth=0.5)
+    axes[0, 0].set_ylabel('Δ log amplitude')
+    mappable = ScalarMappable(cmap=cmap, norm=Normalize(0, 1 / 0.9))
+    fig.colorbar(mappable, ax=axes[0].tolist(), label='depth (early → late)', ticks=[])
+    fig.savefig(path, dpi=120)
+
+
+def plot_high_frequency(results: dict, path: str) -> None:
+    """Relative log amplitude at the highest diagonal frequency against normalised depth
+    (pi for even map sizes, ``pi * (1 - 1 / size)`` for odd ones)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4.5, 3.4), layout='constrained')
+    ax = fig.subplots()
+    for name, result in results.items():
+        layers = result['layers']
+        ax.plot(_depths(len(layers)), [layer['relative_log_amplitude'][-1] for layer in layers],
+                marker='o', markersize=3, label=f'{name} ({result["mixer"]})')
+    ax.set_xlabel('normalised depth')
+    ax.set_ylabel('Δ log amplitude at highest frequency (π)')
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+
+
+def plot_maps(results: dict, path: str) -> None:
+    """Figure 1: log amplitude relative to the zero frequency at the end of each stage."""
+    from matplotlib.figure import Figure
+    names = list(results)
+    columns = max(len(results[n]['stage_ends']) for n in names)
+    maps = {n: [np.array(results[n]['layers'][i]['relative_log_amplitude_map'])
+                for i in results[n]['stage_ends']] for n in names}
+    vmin = min(m.min() for ms in maps.values() for m in ms)
+    # Pooling's pool(x) - x removes the mean, so its maps can lie above their zero frequency.
+    vmax = max(0.0, max(m.max() for ms in maps.values() for m in ms))
+    fig = Figure(figsize=(2.4 * columns, 2.4 * len(names)))
+    axes = fig.subplots(len(names), columns, squeeze=False)
+    image = None
+    for row, name in enumerate(names):
+        for col in range(columns):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= len(maps[name]):
+                ax.axis('off')
+                continue
+            layer = results[name]['layers'][results[name]['stage_ends'][col]]
+            image = ax.imshow(maps[name][col], cmap='inferno', vmin=vmin, vmax=vmax)
+            ax.set_title(f'stage {col + 1} ({layer["shape"][0]}x{layer["shape"][1]})',
+                         fontsize=8)
+            if col == 0:
+                ax.set_ylabel(f'{name}\n{results[name]["mixer"]}', fontsize=8)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label='log amplitude − value at 0',
+                 fraction=0.03)
+    fig.savefig(path, dpi=120, bbox_inches='tight')
+
+
+def write_summary(results: dict, path: str) -> None:
+    """One CSV row per layer: its size and the curve at the middle and highest frequency."""
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['model', 'layer', 'name', 'height', 'width', 'channels',
+                         'delta_log_amp_mid_frequency', 'delta_log_amp_highest_frequency'])
+        for model, result in results.items():
+            for i, layer in enumerate(result['layers']):
+                curve = layer['relative_log_amplitude']
+                writer.writerow([model, i, layer['name'], *layer['shape'], layer['channels'],
+                                 f'{curve[len(curve) // 2]:.4f}', f'{curve[-1]:.4f}'])
+
+
+OUTPUT_FILES = ('spectrum_curves.png', 'spectrum_high_freq.png', 'spectrum_maps.png',
+                'spectrum_summary.csv', 'spectrum.json')
+
+
+def spectrum_report(models: Mapping[str, nn.Module], image_files: Sequence[str], out_dir: str,
+                    size: int = 224, checkpoints: Optional[Mapping[str, str]] = None) -> dict:
+    """:func:`analyse` the images with every model and write the figures and numbers
+    (:data:`OUTPUT_FILES`) into ``out_dir``.
+
+    Returns:
+        dict: The analysis (catalogue name -> mixer, stage ends and layers).
+    """
+    images = [read_rgb(p) for p in image_files]
+    results = analyse(models, images, size, checkpoints)
+    os.makedirs(out_dir, exist_ok=True)
+    plot_curves(results, osp.join(out_dir, 'spectrum_curves.png'))
+    plot_high_frequency(results, osp.join(out_dir, 'spectrum_high_freq.png'))
+    plot_maps(results, osp.join(out_dir, 'spectrum_maps.png'))
+    write_summary(results, osp.join(out_dir, 'spectrum_summary.csv'))
+    with open(osp.join(out_dir, 'spectrum.json'), 'w') as f:
+        json.dump(dict(images=list(image_files), size=size, models=results), f)
+    return results
+
+
+def summary_lines(results: dict) -> List[str]:
+    """One line per model: its mixers and the relative log amplitude at the highest
+    frequency (mean over layers, last layer)."""
+    lines = []
+    for name, result in results.items():
+        highest = [layer['relative_log_amplitude'][-1] for layer in result['layers']]
+        lines.append(f'{name:22s} {len(highest):3d} mixers  Δlog amplitude at the highest '
+                     f'frequency: mean {np.mean(highest):+.2f}, last layer {highest[-1]:+.2f}')
+    return lines

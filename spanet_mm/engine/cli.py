@@ -2,48 +2,39 @@
 MMSegmentation and MMPretrain configs.
 
 The config's ``default_scope`` (``mmdet``, ``mmseg`` or ``mmpretrain``) picks the codebase;
-its modules are registered and its scope made the default before the Runner is built. The
+its modules are registered (:mod:`spanet_mm.codebases`) and the Runner makes the scope its
+default when it is built, as the codebases' own tools rely on. The
 flags are those of the codebases' own tools (MMDetection's names where they differ); the few
 whose meaning differs per codebase (``--out``, ``--show-dir``) follow that codebase's tool.
+:func:`size_arg` parses image sizes for the analysis and deployment tools.
 """
 import argparse
-import importlib
 import logging
 import os
 import os.path as osp
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from ..codebases import codebase_of, register_codebase
+from ..codebases import load_config as read_config
 from .cpu_distributed import needs_cpu_distributed, setup_cpu_distributed
 
-# default_scope -> package whose ``utils.register_all_modules`` registers its modules.
-CODEBASES = {'mmdet': 'mmdet', 'mmseg': 'mmseg', 'mmpretrain': 'mmpretrain'}
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
-def codebase_of(cfg: Config) -> str:
-    """The codebase a config belongs to, from its ``default_scope``.
-
-    Raises:
-        ValueError: the config has no ``default_scope`` or an unsupported one.
-    """
-    scope = cfg.get('default_scope')
-    if scope not in CODEBASES:
-        raise ValueError(f'The config must set default_scope to one of {sorted(CODEBASES)} '
-                         f'(usually inherited from the codebase\'s default_runtime.py), '
-                         f'got {scope!r}')
-    return scope
-
-
-def init_codebase(cfg: Config) -> str:
-    """Register the modules of the config's codebase and make its scope the default."""
-    scope = codebase_of(cfg)
-    utils = importlib.import_module(f'{CODEBASES[scope]}.utils')
-    utils.register_all_modules(init_default_scope=True)
-    return scope
+def size_arg(text: str) -> Tuple[int, int]:
+    """An argparse ``type`` for image sizes: ``'512'`` -> (512, 512), ``'800x1216'`` ->
+    (800, 1216) (height x width)."""
+    try:
+        sizes = [int(p) for p in text.lower().split('x')]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes, default=0) < 1:
+        raise argparse.ArgumentTypeError(f'expected a size like 512 or 800x1216, got {text!r}')
+    return (sizes[0], sizes[-1])
 
 
 def _add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -110,11 +101,9 @@ def parse_args(parser: argparse.ArgumentParser,
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    """Read the config (which imports its ``custom_imports``, e.g. ``spanet_mm``), apply
-    ``--cfg-options``, the launcher and the work dir."""
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    """Read the config named on the command line (which imports its ``custom_imports``, e.g.
+    ``spanet_mm``), apply ``--cfg-options``, the launcher and the work dir."""
+    cfg = read_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -217,7 +206,7 @@ def train(argv: Optional[List[str]] = None) -> None:
     """``tools/train.py``."""
     args = parse_args(train_parser(), argv)
     cfg = load_config(args)
-    init_codebase(cfg)
+    register_codebase(codebase_of(cfg))
     build_runner(apply_train_args(cfg, args)).train()
 
 
@@ -225,7 +214,8 @@ def test(argv: Optional[List[str]] = None) -> dict:
     """``tools/test.py``; returns the metrics."""
     args = parse_args(test_parser(), argv)
     cfg = load_config(args)
-    scope = init_codebase(cfg)
+    scope = codebase_of(cfg)
+    register_codebase(scope)
     runner = build_runner(apply_test_args(cfg, args, scope))
     add_result_dumper(runner, args.out, scope)
     return runner.test()

@@ -1,0 +1,563 @@
+"""Speed and memory of backbones, in one process, with a GEMM calibration of the machine.
+
+What ``tools/analysis/benchmark.py`` runs. Contenders are catalogued backbones
+(:mod:`spanet_mm.catalogue`, ``FAMILY:ARCH``: ``spanet:s``, ``reference:s``,
+``spanet-nofilter:s``, ``spanet-cp:s``, ``spanetv2:s18_pure``, ``reference-v2:s18_pure``,
+``convnext:tiny``, ``swin:tiny``, ``poolformer:s24``, ...) and ``config``, the
+``model.backbone`` of a config file.
+
+Method: every contender is built once in this process; each round runs every contender once
+in turn (interleaved, every other round in reverse order, so that load changes hit all
+alike), after ``warmup`` untimed calls each. Reported: median, interquartile range and
+min/max of the rounds' wall-clock times, throughput, and the speed-up over the reference of
+the same arch (``reference:ARCH`` for ``spanet*:ARCH``, ``reference-v2:ARCH`` for
+``spanetv2*:ARCH``). Models have random weights; the speed does not depend on them.
+
+Calibration, so that figures carry across machines: before the models, the same process
+times a float32 GEMM and a GEMM in the autocast dtype (bfloat16 on CPU, float16 on CUDA) of a
+fixed size (``2 n^3`` FLOPs, best of a few repetitions) and reports GFLOP/s. Each model's
+forward is counted with the counter of ``tools/analysis/get_flops.py``
+(:func:`spanet_mm.analysis.flops.count_complexity`, its headline MACs: fvcore's count
+without the spectral filter, the same number for an implementation and its reference), and
+the table gives its achieved GMAC/s at the median time and the share of the calibration that
+is (``2 * MAC/s / GEMM FLOP/s`` of the dtype the model ran in). A training step is counted as
+three forwards (forward, and a backward of twice the forward's work), the usual estimate.
+
+The spectral filter's share of a SPANet forward is given two ways: ``spanet:ARCH`` against
+``spanet-nofilter:ARCH`` (the same model and weights with every filter the identity, timed
+back to back in every round), and by hooks timing the filter calls inside each forward of
+``spanet:ARCH``.
+
+Peak memory (``memory=True``) runs each case again in a fresh Python process: one untimed
+call, then the gradients are dropped, the kernel's peak-RSS mark is reset
+(``/proc/self/clear_refs``) and the growth of ``VmHWM`` over the RSS before a second call is
+reported: what the call itself needed (activations, gradients, allocator and oneDNN scratch),
+not the weights. The child runs with a fixed glibc mmap threshold, so that freed memory goes
+back to the system and the resident set follows the tensors in use. On CUDA the allocator's
+peak is read instead.
+"""
+import json
+import os
+import os.path as osp
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..catalogue import build_backbone, split_name, without_filters
+
+DEFAULT_MODELS = ('spanet:s', 'reference:s', 'spanet-nofilter:s', 'convnext:tiny')
+# The calibration GEMM: n x n by n x n.
+CALIBRATION_SIZE = 2048
+CALIBRATION_REPS = 5
+# A training step's MACs in forwards (forward, backward of input and weight gradients).
+TRAIN_STEP_FORWARDS = 3
+
+
+@dataclass
+class Result:
+    """Timings (seconds) of one contender in one setting, and its forward's MACs."""
+    model: str
+    mode: str
+    height: int
+    width: int
+    batch: int
+    times: List[float] = field(default_factory=list)
+    macs: Optional[float] = None
+    peak_mb: Optional[float] = None
+    filter_share: List[Tuple[float, float]] = field(default_factory=list)  # (share, s)
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.times)
+        pos = q * (len(ordered) - 1)
+        low = int(pos)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (pos - low) * (ordered[high] - ordered[low])
+
+    @property
+    def median_ms(self) -> float:
+        return 1000 * statistics.median(self.times)
+
+    @property
+    def gmacs_per_s(self) -> Optional[float]:
+        """Achieved GMAC/s at the median time (a training step counts as three forwards)."""
+        if self.macs is None:
+            return None
+        work = self.macs * (TRAIN_STEP_FORWARDS if self.mode == 'train' else 1)
+        return work / (self.median_ms / 1000) / 1e9
+
+    def summary(self, calibration: Optional[Dict[str, float]] = None,
+                dtype: str = 'float32') -> dict:
+        return dict(
+            model=self.model, mode=self.mode, height=self.height, width=self.width,
+            batch=self.batch, median_ms=self.median_ms,
+            q1_ms=1000 * self.quantile(0.25), q3_ms=1000 * self.quantile(0.75),
+            min_ms=1000 * min(self.times), max_ms=1000 * max(self.times),
+            images_per_s=self.batch * 1000 / self.median_ms, rounds=len(self.times),
+            macs=self.macs, gmacs_per_s=self.gmacs_per_s,
+            calibration_share=calibration_share(self, calibration, dtype),
+            peak_mb=self.peak_mb, times_ms=[1000 * t for t in self.times],
+            filter_share=self.filter_share)
+
+
+@dataclass
+class Report:
+    """Everything one benchmark run measured."""
+    results: List[Result]
+    calibration: Dict[str, float]
+    dtype: str
+    environment: dict
+
+    def to_json(self) -> dict:
+        return dict(environment=self.environment, calibration_gflops=self.calibration,
+                    dtype=self.dtype,
+                    results=[r.summary(self.calibration, self.dtype) for r in self.results])
+
+
+# -- calibration --------------------------------------------------------------------------
+
+def gemm_gflops(dtype: torch.dtype, size: int = CALIBRATION_SIZE, reps: int = CALIBRATION_REPS,
+                device: torch.device = torch.device('cpu')) -> float:
+    """GFLOP/s of an ``size x size`` by ``size x size`` GEMM in ``dtype`` (``2 size^3`` FLOPs),
+    best of ``reps`` timed runs after one untimed run."""
+    if size < 1 or reps < 1:
+        raise ValueError(f'size and reps must be positive, got {size} and {reps}')
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    best = float('inf')
+    for rep in range(reps + 1):
+        _synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        _synchronize(device)
+        if rep > 0:  # the first run pays for allocations and kernel selection
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def calibrate(dtypes: Sequence[torch.dtype], size: int = CALIBRATION_SIZE,
+              reps: int = CALIBRATION_REPS,
+              device: torch.device = torch.device('cpu')) -> Dict[str, float]:
+    """dtype name -> GEMM GFLOP/s (:func:`gemm_gflops`) for each of ``dtypes``."""
+    return {_dtype_name(d): gemm_gflops(d, size, reps, device) for d in dtypes}
+
+
+def calibration_share(result: Result, calibration: Optional[Dict[str, float]],
+                      dtype: str) -> Optional[float]:
+    """The model's achieved FLOP/s as a share of the calibration GEMM's in ``dtype``."""
+    if result.gmacs_per_s is None or not calibration or dtype not in calibration:
+        return None
+    return 2 * result.gmacs_per_s / calibration[dtype]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace('torch.', '')
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+# -- building contenders ------------------------------------------------------------------
+
+def build_contender(name: str, config: Optional[str] = None) -> nn.Module:
+    """A catalogued backbone (``FAMILY:ARCH``) or, for ``config``, the ``model.backbone`` of
+    the config file ``config``; in eval mode with random weights."""
+    if name == 'config':
+        if config is None:
+            raise ValueError('the contender "config" needs a config file (--config PATH)')
+        from ..codebases import build_model, load_config
+        return build_model(load_config(config), 'backbone')
+    return build_backbone(name)
+
+
+def reference_of(name: str) -> Optional[str]:
+    """The paper-literal reference a contender is compared with (``None`` if it has none)."""
+    if name == 'config':
+        return None
+    family, arch = split_name(name)
+    if family.startswith('spanetv2') or family == 'reference-v2':
+        return f'reference-v2:{arch}'
+    if family.startswith('spanet') or family == 'reference':
+        return f'reference:{arch}'
+    return None
+
+
+def forward_macs(model: nn.Module, x: torch.Tensor) -> float:
+    """Headline MACs of ``model(x)`` as ``tools/analysis/get_flops.py`` counts them."""
+    from .flops import count_complexity
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        macs = count_complexity(model, (x, )).flops
+    model.train(was_training)
+    return float(macs)
+
+
+# -- one call of a contender --------------------------------------------------------------
+
+def make_step(model: nn.Module, mode: str, x: torch.Tensor,
+              amp_dtype: Optional[torch.dtype] = None) -> Callable[[], None]:
+    """A function running one forward (``mode='forward'``, no autograd) or one training
+    step (``'train'``: forward, mean of each output summed, backward, SGD step), under
+    autocast to ``amp_dtype`` if given. On CUDA it waits for the device before returning,
+    so that wall-clock times cover the work."""
+    device = x.device
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    if mode == 'forward':
+        model.eval()
+
+        def forward() -> None:
+            with torch.no_grad(), autocast():
+                model(x)
+            _synchronize(device)
+        return forward
+    if mode != 'train':
+        raise ValueError(f'mode must be forward or train, got {mode!r}')
+    model.train()
+    # Plain SGD keeps no state, so the memory figures are the step's own.
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            outs = model(x)
+            loss = sum(out.float().mean() for out in outs)
+        loss.backward()
+        optimizer.step()
+        _synchronize(device)
+    return train_step
+
+
+def interleaved_timings(steps: Dict[str, Callable[[], None]], rounds: int,
+                        warmup: int) -> Dict[str, List[float]]:
+    """Wall-clock seconds of each step, run round by round, in turn."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    for round_index in range(rounds):
+        # Every other round runs in reverse, so that no contender always follows the same
+        # one (which would leave it the same caches and the same thermal state).
+        order = list(steps.items())
+        for name, step in (order if round_index % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def timing_order(names: Sequence[str]) -> List[str]:
+    """``names``, with each ``spanet-nofilter:ARCH`` moved right after ``spanet:ARCH``, so
+    that every round times the two back to back and their per-round ratio is paired."""
+    order = [name for name in names if not name.startswith('spanet-nofilter:')]
+    for name in names:
+        if name not in order:
+            partner = 'spanet:' + name.partition(':')[2]
+            order.insert(order.index(partner) + 1 if partner in order else len(order), name)
+    return order
+
+
+def filter_time_share(model: nn.Module, x: torch.Tensor,
+                      rounds: int) -> List[Tuple[float, float]]:
+    """Per forward, the share of its wall-clock time spent inside the Spectral Pooling
+    Filter modules (timed by hooks around each call, in the same forward, so that load
+    changes between rounds cancel out), and the forward's time."""
+    from spanet_mm.models import SpectralPoolingFilter
+    spent = [0.0]
+    started: List[float] = []
+
+    def before(module, args) -> None:
+        started.append(time.perf_counter())
+
+    def after(module, args, output) -> None:
+        spent[0] += time.perf_counter() - started.pop()
+
+    filters = [m for m in model.modules() if isinstance(m, SpectralPoolingFilter)]
+    handles = [h for m in filters for h in (m.register_forward_pre_hook(before),
+                                             m.register_forward_hook(after))]
+    shares = []
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(x)  # warm-up
+            for _ in range(rounds):
+                spent[0] = 0.0
+                start = time.perf_counter()
+                model(x)
+                total = time.perf_counter() - start
+                shares.append((spent[0] / total, total))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shares
+
+
+# -- memory -------------------------------------------------------------------------------
+
+def peak_memory_mb(name: str, mode: str, size: Tuple[int, int], batch: int,
+                   config: Optional[str] = None, threads: int = 2,
+                   amp: bool = False) -> float:
+    """Peak RSS growth (MB) of one call of ``name`` in a fresh process (see the module
+    docstring)."""
+    spec = dict(name=name, mode=mode, height=size[0], width=size[1], batch=batch,
+                config=config, threads=threads, amp=amp)
+    package_root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    # A fixed mmap threshold makes glibc hand every freed block of 64 KiB or more straight
+    # back to the system, so that the resident set follows the tensors alive.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='65536',
+               PYTHONPATH=os.pathsep.join(
+                   p for p in (package_root, os.environ.get('PYTHONPATH')) if p))
+    proc = subprocess.run([sys.executable, '-m', __name__, json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f'the memory measurement of {name} failed:\n{proc.stderr[-3000:]}')
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _memory_child(spec: dict) -> float:
+    """Build one contender, run one untimed call, then return the peak RSS growth (MB) of a
+    second call over the RSS before it."""
+    torch.set_num_threads(spec['threads'])
+    model = build_contender(spec['name'], spec['config'])
+    x = torch.randn(spec['batch'], 3, spec['height'], spec['width'])
+    step = make_step(model, spec['mode'], x, torch.bfloat16 if spec['amp'] else None)
+    step()  # first-call allocations (oneDNN primitives, operator caches) are not the step's
+    for param in model.parameters():
+        param.grad = None  # the gradients count as the step's memory
+    before = _reset_peak_rss()
+    step()
+    return _peak_rss_kib() / 1024 - before / 1024
+
+
+def cuda_peak_memory_mb(step: Callable[[], None], device: torch.device) -> float:
+    """Peak CUDA memory allocated during one call, above what was allocated before it."""
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def _status_kib(field_name: str) -> Optional[int]:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field_name + ':'):
+                return int(line.split()[1])
+    return None
+
+
+def _reset_peak_rss() -> float:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0: write 5 to /proc/self/clear_refs) and
+    return the current RSS in KiB. Without it, fall back to the lifetime ``ru_maxrss``."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return float(_status_kib('VmRSS'))
+    except (OSError, TypeError):
+        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _peak_rss_kib() -> float:
+    peak = _status_kib('VmHWM') if os.path.exists('/proc/self/status') else None
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return float(peak)
+
+
+# -- a whole run ----------------------------------------------------------------------------
+
+def environment() -> dict:
+    """Versions, threads, CPU and load average, for the record."""
+    return dict(torch=torch.__version__, threads=torch.get_num_threads(),
+                python=platform.python_version(), machine=platform.processor() or
+                platform.machine(), cpu=_cpu_name(), cpus=os.cpu_count(),
+                loadavg=os.getloadavg(),
+                command=' '.join([osp.basename(sys.argv[0])] + sys.argv[1:]))
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def build_contenders(models: Sequence[str], config: Optional[str] = None,
+                     device: str = 'cpu') -> Dict[str, nn.Module]:
+    """Build every contender once (each ``spanet-nofilter:ARCH`` from the very weights of
+    ``spanet:ARCH`` when that is a contender too), on ``device``."""
+    if not models:
+        raise ValueError('no contender given')
+    built: Dict[str, nn.Module] = {}
+    for name in timing_order(models):  # each spanet:ARCH before its filter-less self
+        partner = 'spanet:' + name.partition(':')[2]
+        if name.startswith('spanet-nofilter:') and partner in built:
+            # "Without the filter" means the very same model (weights and all) without it.
+            built[name] = without_filters(built[partner])
+        else:
+            built[name] = build_contender(name, config).to(device)
+    return {name: built[name] for name in models}
+
+
+def time_contenders(contenders: Dict[str, nn.Module],
+                    sizes: Sequence[Tuple[int, int]] = ((224, 224), ),
+                    batch_sizes: Sequence[int] = (1, ), modes: Sequence[str] = ('forward', ),
+                    rounds: int = 10, warmup: int = 2, amp: bool = False,
+                    memory: bool = False, config: Optional[str] = None, threads: int = 2,
+                    calibration_size: int = CALIBRATION_SIZE,
+                    calibration_reps: int = CALIBRATION_REPS,
+                    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+                    ) -> Report:
+    """Calibrate, then time built contenders in every mode, size and batch size.
+
+    Args:
+        contenders: Name (``FAMILY:ARCH`` or ``config``, which says what a contender is
+            compared with) -> model, all on one device.
+        sizes: ``(height, width)`` inputs.
+        batch_sizes: Batch sizes.
+        modes: ``forward`` (no autograd) and/or ``train`` (forward, backward, SGD step).
+        rounds: Timed rounds (each runs every contender once).
+        warmup: Untimed rounds before.
+        amp: Autocast to bfloat16 (CPU) or float16 (CUDA).
+        memory: Also measure the peak memory of each case (on CPU in a fresh process, which
+            builds the contender again by name).
+        config: The config whose ``model.backbone`` is the contender ``config``.
+        threads: ``torch.set_num_threads``.
+        calibration_size: Side of the calibration GEMM.
+        calibration_reps: Its timed repetitions (the best counts).
+        log: Where progress lines go.
+    """
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f'rounds must be >= 1 and warmup >= 0, got {rounds} and {warmup}')
+    torch.set_num_threads(threads)
+    names = list(contenders)
+    dev = next(next(iter(contenders.values())).parameters()).device
+    env = environment()
+    log(f'torch {env["torch"]}, {env["threads"]} threads, {env["cpus"]} CPUs ({env["cpu"]}), '
+        f'load average {env["loadavg"][0]:.2f} at start')
+    amp_dtype = (torch.float16 if dev.type == 'cuda' else torch.bfloat16) if amp else None
+    calibration = calibrate([torch.float32, torch.float16 if dev.type == 'cuda' else
+                             torch.bfloat16], calibration_size, calibration_reps, dev)
+    results = []
+    macs: Dict[tuple, float] = {}
+    for mode in modes:
+        for height, width in sizes:
+            for batch in batch_sizes:
+                x = torch.randn(batch, 3, height, width, device=dev)
+                for name in names:
+                    if (name, height, width, batch) not in macs:
+                        macs[name, height, width, batch] = forward_macs(contenders[name], x)
+                steps = {name: make_step(contenders[name], mode, x, amp_dtype)
+                         for name in timing_order(names)}
+                times = interleaved_timings(steps, rounds, warmup)
+                for name in names:
+                    result = Result(name, mode, height, width, batch, times[name],
+                                    macs[name, height, width, batch])
+                    # Host-side hooks cannot time asynchronous CUDA work.
+                    if mode == 'forward' and name.startswith('spanet:') and \
+                            dev.type == 'cpu':
+                        result.filter_share = filter_time_share(contenders[name], x, rounds)
+                    if memory and dev.type == 'cuda':
+                        result.peak_mb = cuda_peak_memory_mb(steps[name], dev)
+                    elif memory:
+                        result.peak_mb = peak_memory_mb(name, mode, (height, width), batch,
+                                                        config, threads, amp)
+                    results.append(result)
+                    log(f'  done: {name} {mode} {height}x{width} batch {batch}: '
+                        f'{result.median_ms:.1f} ms')
+    env['loadavg_end'] = os.getloadavg()
+    return Report(results, calibration, _dtype_name(amp_dtype or torch.float32), env)
+
+
+def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',
+                  config: Optional[str] = None, **settings) -> Report:
+    """What ``tools/analysis/benchmark.py`` runs: :func:`build_contenders` by name, then
+    :func:`time_contenders` (whose arguments ``settings`` are)."""
+    return time_contenders(build_contenders(models, config, device), config=config,
+                           **settings)
+
+
+def format_report(report: Report) -> str:
+    """The calibration, a table of the results (with the speed-up over the reference of the
+    same arch, GMAC/s and the share of the calibration) and notes on the spectral filter."""
+    results = report.results
+    by_key = {(r.model, r.mode, r.height, r.width, r.batch): r for r in results}
+    env = report.environment
+    lines = [f'calibration ({env["cpu"]}, {env["threads"]} threads, torch {env["torch"]}): '
+             + ', '.join(f'{dtype} GEMM {gflops:.1f} GFLOP/s'
+                         for dtype, gflops in report.calibration.items())
+             + f'; the models ran in {report.dtype}', '']
+    head = (f'{"model":<22} {"mode":<8} {"size":>9} {"batch":>5} {"median ms":>10} '
+            f'{"IQR ms":>15} {"min-max ms":>17} {"img/s":>7} {"GMAC/s":>7} {"of cal":>6} '
+            f'{"vs ref":>6} {"peak MB":>8}')
+    lines += [head, '-' * len(head)]
+    notes = []
+    for r in results:
+        kind, _, arch = r.model.partition(':')
+        key = (r.mode, r.height, r.width, r.batch)
+        ref_name = reference_of(r.model)
+        ref = by_key.get((ref_name, ) + key) if ref_name else None
+        speedup = f'{ref.median_ms / r.median_ms:.2f}x' if ref else ''
+        peak = f'{r.peak_mb:.0f}' if r.peak_mb is not None else ''
+        iqr = f'{r.quantile(.25) * 1e3:.1f}-{r.quantile(.75) * 1e3:.1f}'
+        gmacs = f'{r.gmacs_per_s:.1f}' if r.gmacs_per_s is not None else ''
+        share = calibration_share(r, report.calibration, report.dtype)
+        share_text = f'{100 * share:.0f}%' if share is not None else ''
+        lines.append(
+            f'{r.model:<22} {r.mode:<8} {f"{r.height}x{r.width}":>9} {r.batch:>5} '
+            f'{r.median_ms:>10.1f} {iqr:>15} '
+            f'{f"{min(r.times) * 1e3:.1f}-{max(r.times) * 1e3:.1f}":>17} '
+            f'{r.batch * 1000 / r.median_ms:>7.1f} {gmacs:>7} {share_text:>6} {speedup:>6} '
+            f'{peak:>8}')
+        if r.filter_share:
+            shares = sorted(s for s, _ in r.filter_share)
+            fastest = min(r.filter_share, key=lambda item: item[1])
+            notes.append(f'spectral filter time inside the forward of {r.model} '
+                         f'{r.height}x{r.width} batch {r.batch} (hooks): median '
+                         f'{100 * statistics.median(shares):.1f}%, range '
+                         f'{100 * shares[0]:.1f}-{100 * shares[-1]:.1f}%, in the fastest '
+                         f'(least disturbed) forward {100 * fastest[0]:.1f}% of '
+                         f'{1000 * fastest[1]:.1f} ms')
+        bare = by_key.get((f'spanet-nofilter:{arch}', ) + key)
+        if kind == 'spanet' and bare:
+            whole = 1 - bare.median_ms / r.median_ms
+            # Each round timed the two back to back: the median of the per-round shares is
+            # the least affected by load that changes between rounds.
+            paired = statistics.median(1 - b / a for a, b in zip(r.times, bare.times))
+            notes.append(f'spectral filter share of {r.model} {r.mode} {r.height}x{r.width} '
+                         f'batch {r.batch} (with vs without): {100 * paired:.1f}% (median '
+                         f'of per-round pairs); {100 * whole:.1f}% (ratio of medians); '
+                         f'{100 * (1 - min(bare.times) / min(r.times)):.1f}% (ratio of '
+                         f'minima)')
+        cp = by_key.get((f'{kind}-cp:{arch}', ) + key)
+        if kind in ('spanet', 'spanetv2') and cp and cp.peak_mb and r.peak_mb:
+            notes.append(f'with_cp peak memory of {r.model} {r.mode} {r.height}x{r.width} '
+                         f'batch {r.batch}: {100 * cp.peak_mb / r.peak_mb:.0f}% of without')
+    notes.append('GMAC/s: the forward\'s MACs as tools/analysis/get_flops.py counts them (a '
+                 f'training step as {TRAIN_STEP_FORWARDS} forwards) over the median time; '
+                 '"of cal": 2 x MAC/s over the calibration GEMM\'s FLOP/s in the same dtype')
+    notes.append(f'load average (1 min) at start {env["loadavg"][0]:.2f}, at end '
+                 f'{env.get("loadavg_end", env["loadavg"])[0]:.2f}')
+    return '\n'.join(lines + [''] + notes)
+
+
+if __name__ == '__main__':
+    # The child process of peak_memory_mb: one JSON argument, the peak growth on stdout.
+    print(_memory_child(json.loads(sys.argv[1])))

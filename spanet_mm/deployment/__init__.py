@@ -1,0 +1,1 @@
+"""Deployment: ONNX export with dynamic sizes, checked with onnxruntime (``onnx``)."""

@@ -1,0 +1,124 @@
+"""The benchmark behind tools/analysis/benchmark.py (spanet_mm.analysis.benchmark): contenders,
+interleaved timing, the GEMM calibration and the achieved GMAC/s. No assertion on speed."""
+import json
+
+import pytest
+import torch
+
+from spanet_mm.analysis.benchmark import (Result, build_contenders, calibrate,
+                                          calibration_share, format_report, gemm_gflops,
+                                          peak_memory_mb, reference_of, run_benchmark,
+                                          time_contenders, timing_order)
+from spanet_mm.analysis.flops import count_complexity
+from spanet_mm.catalogue import build_backbone, without_filters
+
+
+def test_filterless_model_is_timed_right_after_its_partner():
+    order = timing_order(['spanet:s', 'reference:s', 'spanet-nofilter:s', 'convnext:tiny',
+                          'spanet-nofilter:m'])
+    assert order == ['spanet:s', 'spanet-nofilter:s', 'reference:s', 'convnext:tiny',
+                     'spanet-nofilter:m']
+
+
+def test_each_generation_is_compared_with_its_own_reference():
+    assert reference_of('spanet:s') == 'reference:s'
+    assert reference_of('spanet-cp:m') == 'reference:m'
+    assert reference_of('spanetv2:s18_hybrid') == 'reference-v2:s18_hybrid'
+    assert reference_of('spanetv2-cp:s36_pure') == 'reference-v2:s36_pure'
+    assert reference_of('convnext:tiny') is None and reference_of('config') is None
+
+
+def test_calibration_gemm():
+    gflops = gemm_gflops(torch.float32, size=64, reps=2)
+    assert gflops > 0
+    both = calibrate([torch.float32, torch.bfloat16], size=32, reps=1)
+    assert set(both) == {'float32', 'bfloat16'} and all(v > 0 for v in both.values())
+    with pytest.raises(ValueError, match='positive'):
+        gemm_gflops(torch.float32, size=0)
+
+
+def test_achieved_rate_and_its_share_of_the_calibration():
+    forward = Result('spanet:s', 'forward', 64, 64, 1, times=[0.5, 0.25, 1.0], macs=2e9)
+    assert forward.gmacs_per_s == pytest.approx(2 / 0.5)  # at the median time
+    # 4 GMAC/s is 8 GFLOP/s, a fifth of a 40 GFLOP/s GEMM; a dtype not calibrated has none.
+    assert calibration_share(forward, {'float32': 40.0}, 'float32') == pytest.approx(0.2)
+    assert calibration_share(forward, {'float32': 40.0}, 'bfloat16') is None
+    # A training step does the work of three forwards.
+    train = Result('spanet:s', 'train', 64, 64, 1, times=[0.5], macs=2e9)
+    assert train.gmacs_per_s == pytest.approx(3 * 2 / 0.5)
+    assert Result('x', 'forward', 1, 1, 1, times=[1.0]).gmacs_per_s is None
+
+
+def test_contenders_are_built_by_name():
+    built = build_contenders(['spanet:s', 'spanet-nofilter:s', 'convnext:atto'])
+    assert list(built) == ['spanet:s', 'spanet-nofilter:s', 'convnext:atto']
+    # The filter-less contender is the very model it is compared with, minus its filters.
+    assert all(a is b for a, b in zip(built['spanet:s'].parameters(),
+                                      built['spanet-nofilter:s'].parameters()))
+
+
+def test_benchmark_run(tmp_path, tiny_arch):
+    spanet = build_backbone('spanet', arch=tiny_arch)
+    contenders = {'spanet:tiny': spanet, 'reference:tiny': build_backbone('reference',
+                                                                          arch=tiny_arch),
+                  'spanet-nofilter:tiny': without_filters(spanet)}
+    lines = []
+    report = time_contenders(contenders, sizes=[(64, 96)], modes=['forward', 'train'],
+                             rounds=3, warmup=1, calibration_size=64, calibration_reps=1,
+                             log=lines.append)
+    assert {(r.model, r.mode) for r in report.results} == {
+        (m, mode) for m in contenders for mode in ('forward', 'train')}
+    assert set(report.calibration) == {'float32', 'bfloat16'} and report.dtype == 'float32'
+    # The MACs are those of get_flops.py's counter for the same backbone and input.
+    macs = count_complexity(spanet.eval(), (torch.randn(1, 3, 64, 96), )).flops
+    for r in report.results:
+        assert (r.height, r.width, len(r.times)) == (64, 96, 3)
+        if r.model != 'spanet-nofilter:tiny':
+            assert r.macs == macs  # the reference counts the same, without its FFTs
+        assert r.gmacs_per_s == pytest.approx(
+            r.macs * (3 if r.mode == 'train' else 1) / (r.median_ms / 1000) / 1e9)
+    share = [r for r in report.results if (r.model, r.mode) == ('spanet:tiny', 'forward')][0]
+    # The hooks' share of each timed forward: a fraction, one per round.
+    assert len(share.filter_share) == 3 and all(0 < s < 1 for s, _ in share.filter_share)
+
+    table = format_report(report)
+    assert table.startswith('calibration (') and 'float32 GEMM' in table
+    assert 'bfloat16 GEMM' in table and 'the models ran in float32' in table
+    assert 'spectral filter share of spanet:tiny forward 64x96 batch 1 (with vs without)' \
+        in table
+    assert 'spectral filter time inside the forward of spanet:tiny 64x96' in table
+    row = next(line for line in table.splitlines() if line.startswith('spanet:tiny '))
+    # ... GMAC/s, share of the calibration, speed-up over the reference of the same arch.
+    gmacs, share_text, speedup = row.split()[-3:]
+    assert float(gmacs) == pytest.approx(share.gmacs_per_s, abs=0.06)
+    assert share_text.endswith('%') and speedup.endswith('x')
+    assert any(line.startswith('  done: spanet:tiny forward 64x96') for line in lines)
+
+    saved = json.loads(json.dumps(report.to_json()))  # plain numbers all through
+    first = saved['results'][0]
+    assert first['calibration_share'] == pytest.approx(
+        2 * first['gmacs_per_s'] / saved['calibration_gflops']['float32'])
+
+
+def test_benchmark_amp_runs_in_bfloat16(tiny_arch):
+    report = time_contenders({'spanet:tiny': build_backbone('spanet', arch=tiny_arch)},
+                             sizes=[(64, 64)], rounds=1, warmup=0, amp=True,
+                             calibration_size=32, calibration_reps=1, log=lambda line: None)
+    assert report.dtype == 'bfloat16'
+    share = calibration_share(report.results[0], report.calibration, 'bfloat16')
+    assert share == report.results[0].summary(report.calibration, 'bfloat16')[
+        'calibration_share'] and share > 0
+
+
+def test_benchmark_rejects_unknown_contenders():
+    with pytest.raises(ValueError, match='FAMILY:ARCH'):
+        run_benchmark(['resnet-50'], rounds=1, calibration_size=8, log=lambda line: None)
+    with pytest.raises(ValueError, match='needs a config file'):
+        run_benchmark(['config'], rounds=1, calibration_size=8, log=lambda line: None)
+    with pytest.raises(ValueError, match='rounds must be'):
+        run_benchmark(['spanet:s'], rounds=0, log=lambda line: None)
+
+
+def test_peak_memory_in_a_fresh_process():
+    """The child process runs from any working directory and reports a positive growth."""
+    assert peak_memory_mb('spanet:s', 'train', (32, 32), 1) > 0
