@@ -3,6 +3,7 @@ and their schedules, batch sizes and pretrained paths are the paper's."""
 from pathlib import Path
 
 import pytest
+from helpers.model_sizes import SPANET_CLASSIFIER_PARAMS
 from mmengine.config import Config
 
 from spanet_mm import codebases
@@ -19,13 +20,8 @@ DENSE = {
     'mmseg/fpn_spanet_m_ade20k_80k.py': 45,
 }
 # ImageNet classifiers: exact trainable parameters (the release's model, 1000 classes).
-CLASSIFIERS = {
-    'mmpretrain/spanet_s_in1k.py': 28_605_096,
-    'mmpretrain/spanet_m_in1k.py': 41_686_952,
-    'mmpretrain/spanet_mx_in1k.py': 54_768_808,
-    'mmpretrain/spanet_b_in1k.py': 75_856_168,
-    'mmpretrain/spanet_bx_in1k.py': 99_718_312,
-}
+CLASSIFIERS = {f'mmpretrain/spanet_{arch}_in1k.py': params
+               for arch, params in SPANET_CLASSIFIER_PARAMS.items()}
 PRETRAINED = {'s': 'checkpoints/spanet-small.pth', 'm': 'checkpoints/spanet-medium.pth'}
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.model_sizes import SPANETV2_CLASSIFIER_PARAMS, SPANETV2_WITHOUT_NORM_AND_HEAD
 from mmengine.config import Config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 
-S36_MINUS_S18 = {'pure': 40_993_864 - 26_058_148, 'hybrid': 37_564_360 - 23_887_204}
+S36_MINUS_S18 = {kind: SPANETV2_WITHOUT_NORM_AND_HEAD[f's36_{kind}']
+                 - SPANETV2_WITHOUT_NORM_AND_HEAD[f's18_{kind}'] for kind in ('pure', 'hybrid')}
 
 # config -> exact trainable parameters
 SIZES = {
@@ -34,14 +36,8 @@ SIZES = {
     'mmseg/upernet_spanetv2_s18_hybrid_ade20k_160k.py': 37_151_760,
     'mmseg/upernet_spanetv2_s36_pure_ade20k_160k.py': 54_258_420,
     'mmseg/upernet_spanetv2_s36_hybrid_ade20k_160k.py': 50_828_916,
-    'mmpretrain/spanetv2_s18_pure_in1k.py': 29_162_892,
-    'mmpretrain/spanetv2_s18_hybrid_in1k.py': 26_991_948,
-    'mmpretrain/spanetv2_s36_pure_in1k.py': 44_098_608,
-    'mmpretrain/spanetv2_s36_hybrid_in1k.py': 40_669_104,
-    'mmpretrain/spanetv2_m36_pure_in1k.py': 62_934_832,
-    'mmpretrain/spanetv2_m36_hybrid_in1k.py': 58_334_896,
-    'mmpretrain/spanetv2_b36_pure_in1k.py': 109_557_808,
-    'mmpretrain/spanetv2_b36_hybrid_in1k.py': 101_802_544,
+    **{f'mmpretrain/spanetv2_{arch}_in1k.py': params
+       for arch, params in SPANETV2_CLASSIFIER_PARAMS.items()},
 }
 V2_CONFIGS = set(SIZES)
 DENSE = sorted(n for n in SIZES if not n.startswith('mmpretrain/'))

@@ -11,8 +11,7 @@ import torch
 from helpers.commands import codebase_tool, read_test_metrics, run_command
 from helpers.options import E2E_IMAGE_SIZE, TINY_ARCH
 # The checks of predictions and metrics that the tests of this repository's tools use.
-from test_e2e_mmdet import check_predictions, coco_map
-from test_e2e_mmseg import label_maps, seg_scores
+from helpers.e2e_checks import check_predictions, coco_map, label_maps, seg_scores
 
 RETINANET_CONFIG = """\
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'

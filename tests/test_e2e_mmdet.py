@@ -15,11 +15,9 @@ import pickle
 
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from helpers.commands import REPO_ROOT, read_test_metrics, run_command, tool, train_scalars
+from helpers.e2e_checks import check_predictions, coco_map
 from helpers.options import COCO_NUM_VAL, E2E_IMAGE_SIZE, TINY_ARCH, arch_options, cfg_options
-from spanet_mm.datasets.synthetic import COCO_CATEGORY_IDS
 
 EPOCHS = 1
 TINY_DIMS = TINY_ARCH['embed_dims']  # RetinaNet's FPN takes stages 2-4 of them
@@ -34,54 +32,6 @@ def schedule_options(score_thr_key):
     """
     return cfg_options(train_cfg__max_epochs=EPOCHS, train_cfg__val_interval=EPOCHS,
                        train_dataloader__batch_size=4, **{score_thr_key: 0.0})
-
-
-def check_predictions(predictions, ann_file, max_per_img, test_shape=None):
-    """Each image's predictions are well formed and in its original coordinates: at most
-    ``max_per_img``, scores in [0, 1] in decreasing order, labels among the 80 classes,
-    boxes inside the image, masks (if any) of the image's size, also when the network saw
-    the image resized to ``test_shape`` (checked, if given)."""
-    coco = COCO(ann_file)
-    assert sorted(p['img_id'] for p in predictions) == sorted(coco.getImgIds())
-    for p in predictions:
-        info = coco.imgs[p['img_id']]
-        height, width = info['height'], info['width']
-        assert tuple(p['ori_shape']) == (height, width)
-        if test_shape is not None:
-            assert tuple(p['img_shape']) == tuple(test_shape)
-        pred = p['pred_instances']
-        boxes, scores, labels = pred['bboxes'], pred['scores'], pred['labels']
-        assert 0 < len(scores) <= max_per_img and boxes.shape == (len(scores), 4)
-        assert torch.all(scores[:-1] >= scores[1:]) and 0 <= scores.min() <= scores.max() <= 1
-        assert 0 <= labels.min() <= labels.max() < len(COCO_CATEGORY_IDS)
-        tolerance = 1e-3  # float rounding at the borders
-        assert torch.all(boxes[:, 2:] >= boxes[:, :2])
-        assert boxes[:, 0::2].min() >= -tolerance and boxes[:, 0::2].max() <= width + tolerance
-        assert boxes[:, 1::2].min() >= -tolerance and boxes[:, 1::2].max() <= height + tolerance
-        for rle in pred.get('masks', []):
-            assert tuple(rle['size']) == (height, width)
-
-
-def coco_map(predictions, ann_file, iou_type):
-    """COCO mAP and mAP@0.5 of the dumped predictions, computed with pycocotools alone."""
-    results = []
-    for p in predictions:
-        pred = p['pred_instances']
-        for i, (box, score, label) in enumerate(zip(pred['bboxes'].tolist(),
-                                                    pred['scores'].tolist(),
-                                                    pred['labels'].tolist())):
-            x1, y1, x2, y2 = box
-            result = dict(image_id=p['img_id'], category_id=COCO_CATEGORY_IDS[label],
-                          score=score, bbox=[x1, y1, x2 - x1, y2 - y1])
-            if iou_type == 'segm':
-                result['segmentation'] = pred['masks'][i]
-            results.append(result)
-    coco = COCO(ann_file)
-    evaluator = COCOeval(coco, coco.loadRes(results), iou_type)
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return evaluator.stats[0], evaluator.stats[1]
 
 
 def train_and_test(config, neck_in_channels, coco_options, coco_shapes, work_dir, iou_types,

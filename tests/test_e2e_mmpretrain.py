@@ -9,20 +9,11 @@ import pickle
 
 import pytest
 import torch
-from helpers.commands import REPO_ROOT, read_test_metrics, run_command, tool, train_scalars
-from helpers.options import TINY_ARCH, arch_options, cfg_options
-
-CONFIG = REPO_ROOT / 'configs/mmpretrain/spanet_s_in1k.py'
-EPOCHS = 2
-
-
-def tiny_options(imagenet_options, batch_size, epochs=EPOCHS):
-    """The config on the generated data with the tiny arch, for ``epochs`` epochs."""
-    return imagenet_options + arch_options() + cfg_options(
-        model__backbone__init_cfg=None,
-        train_cfg__max_epochs=epochs, train_dataloader__batch_size=batch_size,
-        val_dataloader__batch_size=batch_size, test_dataloader__batch_size=batch_size,
-        model__head__in_channels=TINY_ARCH['embed_dims'][-1])
+from helpers.commands import read_test_metrics, run_command, tool, train_scalars
+from helpers.e2e_checks import IMAGENET_CONFIG as CONFIG
+from helpers.e2e_checks import IMAGENET_EPOCHS as EPOCHS
+from helpers.e2e_checks import tiny_options
+from helpers.options import TINY_ARCH
 
 
 @pytest.mark.slow

@@ -8,56 +8,18 @@ the arch size are overridden, and the pretrained backbone file is opted out of
 """
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from helpers.commands import REPO_ROOT, read_test_metrics, run_command, tool, train_scalars
+from helpers.e2e_checks import image_blind_scores, label_maps, seg_scores
 from helpers.options import TINY_ARCH, arch_options, cfg_options
 
 CONFIG = REPO_ROOT / 'configs/mmseg/fpn_spanet_s_ade20k_80k.py'
 ITERS = 20
-# ADE20K's 150 classes are label ids 1-150; 0 ("other") is ignored (reduce_zero_label).
-NUM_CLASSES = 150
 # How far (in points) the trained model must beat the image-blind prior, on aAcc and mIoU.
 # With the seed below the tiny model reaches about +30 points on both after 20 iterations.
 MARGIN = 15.0
-
-
-def label_maps(directory):
-    """The label PNGs of ``directory``, by file stem."""
-    return {path.stem: cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int64)
-            for path in sorted(Path(directory).glob('*.png'))}
-
-
-def seg_scores(predictions, labels):
-    """aAcc and mIoU in percent, as MMSegmentation's IoUMetric computes them: areas summed
-    over the images, IoU of every class in the prediction or the labels, 0 ignored."""
-    intersect = np.zeros(NUM_CLASSES + 1)
-    pred_area = np.zeros(NUM_CLASSES + 1)
-    label_area = np.zeros(NUM_CLASSES + 1)
-    for pred, label in zip(predictions, labels):
-        valid = label > 0
-        pred, label = pred[valid], label[valid]
-        bins = dict(minlength=NUM_CLASSES + 1)
-        intersect += np.bincount(label[pred == label], **bins)
-        pred_area += np.bincount(pred, **bins)
-        label_area += np.bincount(label, **bins)
-    union = pred_area + label_area - intersect
-    present = union[1:] > 0
-    iou = intersect[1:][present] / union[1:][present]
-    return 100 * intersect.sum() / label_area.sum(), 100 * iou.mean()
-
-
-def image_blind_scores(train_labels, val_labels):
-    """Scores of the best prediction that ignores the image: at every pixel position, the
-    class most frequent there in the training labels (the sky is on top, say). An untrained
-    model, or one that learnt only the class statistics, scores no better."""
-    stack = np.stack(list(train_labels))
-    counts = np.stack([(stack == c).sum(0) for c in range(NUM_CLASSES + 1)])
-    counts[0] = -1  # never predict the ignored label
-    prior = counts.argmax(0)
-    return seg_scores([prior] * len(val_labels), val_labels)
 
 
 @pytest.mark.slow

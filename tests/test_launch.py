@@ -17,7 +17,8 @@ import subprocess
 import pytest
 from helpers.commands import REPO_ROOT, read_test_metrics, run_command, tool, train_scalars
 from helpers.options import cfg_options
-from test_e2e_mmpretrain import CONFIG, tiny_options
+from helpers.e2e_checks import IMAGENET_CONFIG as CONFIG
+from helpers.e2e_checks import tiny_options
 
 WORLD = 2
 BATCH = 4  # per process

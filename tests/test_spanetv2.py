@@ -7,6 +7,9 @@ import pytest
 import torch
 from helpers.spanetv2_formulas import to_release_classifier
 
+from helpers.model_sizes import SPANETV2_CLASSIFIER_PARAMS as CLASSIFIER_PARAMS
+from helpers.model_sizes import SPANETV2_WITHOUT_NORM_AND_HEAD as WITHOUT_NORM_AND_HEAD
+
 from spanet_mm import SPANetV2
 from spanet_mm.reference import ReferenceSPANetV2
 
@@ -15,22 +18,6 @@ from spanet_mm.reference import ReferenceSPANetV2
 TINY = dict(embed_dims=[32, 64, 96, 128], depths=[1, 1, 2, 1],
             mixers=['spectral', 'spectral', 'mix_attention', 'attention'])
 TINY_PURE = dict(TINY, mixers=['spectral'] * 4)
-
-# From shared/notes/spanetv2_spec.md: the authors' classifier counted from their model code,
-# and the same without its final norm and MLP head.
-CLASSIFIER_PARAMS = {
-    's18_pure': 29_162_892, 's18_hybrid': 26_991_948,
-    's36_pure': 44_098_608, 's36_hybrid': 40_669_104,
-    'm36_pure': 62_934_832, 'm36_hybrid': 58_334_896,
-    'b36_pure': 109_557_808, 'b36_hybrid': 101_802_544,
-}
-WITHOUT_NORM_AND_HEAD = {
-    's18_pure': 26_058_148, 's18_hybrid': 23_887_204,
-    's36_pure': 40_993_864, 's36_hybrid': 37_564_360,
-    'm36_pure': 59_294_664, 'm36_hybrid': 54_694_728,
-    'b36_pure': 104_114_760, 'b36_hybrid': 96_359_496,
-}
-
 
 def count(module):
     return sum(p.numel() for p in module.parameters())
