@@ -7,6 +7,8 @@ encoding (so any feature size works) and no biases; parameter names are the rele
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .linear import pointwise_linear
+
 
 class Attention(nn.Module):
     """Multi-head self-attention over all ``H * W`` positions.
@@ -30,7 +32,8 @@ class Attention(nn.Module):
     def qkv_heads(self, x: Tensor):
         """``q``, ``k``, ``v`` of ``x`` ``(B, H, W, C)``, each ``(B, heads, H * W, head_dims)``."""
         batch, height, width, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, self.head_dims)
+        qkv = pointwise_linear(x, self.qkv.weight).reshape(batch, height * width, 3,
+                                                            self.num_heads, self.head_dims)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, height: int, width: int) -> Tensor:
@@ -44,7 +47,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _, height, width, _ = x.shape
         q, k, v = self.qkv_heads(x)
-        return self.proj(self.attend(q, k, v, height, width))
+        return pointwise_linear(self.attend(q, k, v, height, width), self.proj.weight)
 
 
 class MixAttention(Attention):
@@ -69,4 +72,4 @@ class MixAttention(Attention):
         # (B, heads, N, d) -> (B, C, H, W) with channel head * d + i: a channels-last view.
         values = v.transpose(1, 2).reshape(batch, height, width, self.embed_dims)
         local = self.local_conv(values.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.proj(self.attend(q, k, v, height, width) + local)
+        return pointwise_linear(self.attend(q, k, v, height, width) + local, self.proj.weight)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cache import LRUCache
+from .linear import pointwise_linear
 
 
 def resize_filter(weight: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -168,10 +169,10 @@ class ExSPAM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Mix tokens of ``x`` (``(B, H, W, C)``); returns the same shape."""
         height, width = x.shape[1:3]
-        query = self.query(x)
-        mixed = self.local_context(self.ctx(x))
+        query = pointwise_linear(x, self.query[0].weight, activation='gelu')
+        mixed = self.local_context(pointwise_linear(x, self.ctx.weight))
         mixed = self.modulate_spectrum(mixed, self.spectral_gain(height, width))
-        return self.proj_out(query * self.project(mixed))
+        return pointwise_linear(query * self.project(mixed), self.proj_out.weight)
 
     def local_context(self, context: Tensor) -> Tensor:
         """The heads' depth-wise convs of ``context`` (``(B, H, W, C)``), interleaved:

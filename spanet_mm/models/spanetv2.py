@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .attention import Attention, MixAttention
 from .base import SpectralBackbone, StateDict, res_scale_or_identity
 from .exspam import ExSPAM
+from .linear import pointwise_linear
 
 MIXERS = ('spectral', 'mix_attention', 'attention')
 
@@ -68,14 +69,13 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dims, embed_dims, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        hidden = self.fc1(x)
+        hidden = pointwise_linear(x, self.fc1.weight)
         if hidden.requires_grad:
             hidden = torch.square(F.relu(hidden))
         else:  # in place outside autograd: no second (widest) buffer
             hidden = hidden.relu_().square_()
         weight = self.fc2.weight
-        return torch.addmm(self.act.bias * weight.sum(1), hidden.flatten(0, -2),
-                           (weight * self.act.scale).t()).view(*x.shape[:-1], -1)
+        return pointwise_linear(hidden, weight * self.act.scale, self.act.bias * weight.sum(1))
 
 
 class SPANetV2Block(nn.Module):

@@ -1,0 +1,65 @@
+"""Point-wise (per-position) linear layers on channels-last data, for both generations.
+
+SPANet's 1x1 convs and SPANetV2's ``nn.Linear`` layers are matrix products over the channel
+dim of ``(..., C)`` data. Without autograd (inference, validation) on the CPU they run here
+as oneDNN's inference kernel (``torch.ops.mkldnn._linear_pointwise``, the kernel that
+torch.compile's CPU backend emits for linear layers), which also applies a following GELU in
+the same pass and takes float32 and bfloat16 alike. ``torch.nn.functional.linear`` sends
+float32 products to the BLAS library instead, which on some CPUs (AMD EPYC with MKL) is about
+twice as slow at these shapes. With autograd, while tracing or compiling, and on other
+devices, the plain ``F.linear`` (and ``F.gelu``) run: the same function.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_ONEDNN_LINEAR = (torch.backends.mkldnn.is_available()
+                  and hasattr(torch.ops.mkldnn, '_linear_pointwise'))
+_ONEDNN_DTYPES = {torch.float32}
+if _ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    _ONEDNN_DTYPES.add(torch.bfloat16)
+
+ACTIVATIONS = ('none', 'gelu')
+
+
+def working_dtype(x: Tensor) -> torch.dtype:
+    """The dtype matrix products of ``x`` run in: autocast's, or ``x``'s own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def runs_fused(x: Tensor) -> bool:
+    """Whether a point-wise layer of ``x`` runs as oneDNN's fused inference kernel: CPU data,
+    nothing for autograd to record, not traced or compiled (tracers and torch.compile see
+    the plain ops), a dtype oneDNN takes."""
+    return (_ONEDNN_LINEAR and x.device.type == 'cpu' and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and working_dtype(x) in _ONEDNN_DTYPES)
+
+
+def pointwise_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                     activation: str = 'none') -> Tensor:
+    """``activation(x @ weight.T + bias)`` over the last dim of ``x``.
+
+    Args:
+        x (Tensor): ``(..., C_in)`` data, contiguous in its last dim.
+        weight (Tensor): ``(C_out, C_in)``, or a 1x1 conv's ``(C_out, C_in, 1, 1)``.
+        bias (Tensor, optional): ``(C_out, )``.
+        activation (str): ``'none'`` or ``'gelu'`` (the exact, erf form).
+
+    Returns:
+        Tensor: ``(..., C_out)``, in the working dtype (autocast's, if it is on).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f'activation must be one of {ACTIVATIONS}, got {activation!r}')
+    weight = weight.reshape(weight.shape[0], -1)
+    if runs_fused(x):
+        dtype = working_dtype(x)
+        return torch.ops.mkldnn._linear_pointwise(
+            x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
+            activation, [], 'none')
+    y = F.linear(x, weight, bias)
+    return F.gelu(y) if activation == 'gelu' else y
