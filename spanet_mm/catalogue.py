@@ -269,8 +269,10 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
     other with MMEngine (``backbone.`` and ``module.`` prefixes stripped)."""
     from spanet_mm.checkpoint import CheckpointError, load_pretrained
     from spanet_mm.models import SpectralBackbone
+    if not osp.exists(checkpoint):
+        raise CheckpointError(f'No checkpoint file at {checkpoint!r}')
     if isinstance(model, SpectralBackbone):
-        # Its own checks name what is wrong with a path that is not a checkpoint.
+        # Its own checks say what is wrong with a path that is not a checkpoint file.
         load_pretrained(model, checkpoint)
     else:
         if not osp.isfile(checkpoint):
