@@ -1,7 +1,8 @@
 """Fixtures shared by the test suite (helper functions live in tests/helpers/)."""
 import pytest
 import torch
-from helpers.options import COCO_NUM_TRAIN, COCO_NUM_VAL, E2E_IMAGE_SIZE, TINY_ARCH, cfg_options
+from helpers.options import (COCO_NUM_TRAIN, COCO_NUM_VAL, E2E_IMAGE_SIZE, TINY_ARCH, cfg_options,
+                             coco_data_options)
 from helpers.spanet_formulas import to_release_layout
 
 
@@ -45,14 +46,8 @@ def imagenet_like(tmp_path_factory):
 @pytest.fixture(scope='session')
 def coco_options(coco_shapes):
     """Overrides of an MMDetection COCO config: data roots and image scale."""
-    root = coco_shapes['data_root'].rstrip('/') + '/'
     scale = (E2E_IMAGE_SIZE, E2E_IMAGE_SIZE)
-    return cfg_options(**{
-        'train_dataloader__dataset__data_root': root,
-        'val_dataloader__dataset__data_root': root,
-        'test_dataloader__dataset__data_root': root,
-        'val_evaluator__ann_file': coco_shapes['val_ann'],
-        'test_evaluator__ann_file': coco_shapes['val_ann'],
+    return coco_data_options(coco_shapes) + cfg_options(**{
         # The pipelines' Resize steps (train: Load, LoadAnnotations, Resize; test: Load, Resize).
         'train_dataloader__dataset__pipeline__2__scale': scale,
         'val_dataloader__dataset__pipeline__1__scale': scale,

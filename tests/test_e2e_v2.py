@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.commands import REPO_ROOT, read_test_metrics, run_command, tool, train_scalars
-from helpers.options import COCO_NUM_VAL, E2E_IMAGE_SIZE, arch_options, cfg_options
+from helpers.options import (COCO_NUM_VAL, E2E_IMAGE_SIZE, arch_options, cfg_options,
+                             coco_data_options)
 
 # Every SPANetV2 feature at a tiny size: ExSPAM in stages 1-2, MixAttention in stage 3,
 # Attention in stage 4 (widths divisible by the 32-channel attention heads there), ResScale
@@ -43,15 +44,9 @@ def expected_scales(rate, exponents):
 def coco_v2_options(coco_shapes):
     """The generated COCO data in the V2 detection configs, whose training pipeline is the
     DETR-style multi-scale one: every resize made 64 x 64, crops 40-64 pixels."""
-    root = coco_shapes['data_root'].rstrip('/') + '/'
     size = (E2E_IMAGE_SIZE, E2E_IMAGE_SIZE)
     choice = 'train_dataloader__dataset__pipeline__3__transforms'
-    return cfg_options(**{
-        'train_dataloader__dataset__data_root': root,
-        'val_dataloader__dataset__data_root': root,
-        'test_dataloader__dataset__data_root': root,
-        'val_evaluator__ann_file': coco_shapes['val_ann'],
-        'test_evaluator__ann_file': coco_shapes['val_ann'],
+    return coco_data_options(coco_shapes) + cfg_options(**{
         f'{choice}__0__0__scales': [size],
         f'{choice}__1__0__scales': [size],
         f'{choice}__1__1__crop_size': (40, E2E_IMAGE_SIZE),

@@ -28,3 +28,16 @@ def _cfg_value(value):
 def cfg_options(**options):
     """``key=value`` strings from keyword arguments whose ``__`` stands for ``.``."""
     return [f'{key.replace("__", ".")}={_cfg_value(value)}' for key, value in options.items()]
+
+
+def coco_data_options(coco_shapes):
+    """``--cfg-options`` that point an MMDetection COCO config's loaders and evaluators at the
+    generated data of ``spanet_mm.datasets.make_coco_shapes``."""
+    root = coco_shapes['data_root'].rstrip('/') + '/'
+    return cfg_options(**{
+        'train_dataloader__dataset__data_root': root,
+        'val_dataloader__dataset__data_root': root,
+        'test_dataloader__dataset__data_root': root,
+        'val_evaluator__ann_file': coco_shapes['val_ann'],
+        'test_evaluator__ann_file': coco_shapes['val_ann'],
+    })
