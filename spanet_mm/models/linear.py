@@ -31,6 +31,17 @@ def working_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+def to_working_dtype(x: Tensor) -> Tensor:
+    """``x`` in :func:`working_dtype` (itself when it already is)."""
+    dtype = working_dtype(x)
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _as_dtype(x: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    # Skipping no-op casts saves dispatcher calls, which count between small products.
+    return x if x is None or x.dtype == dtype else x.to(dtype)
+
+
 def runs_fused(x: Tensor) -> bool:
     """Whether a point-wise layer of ``x`` runs as oneDNN's fused inference kernel: CPU data,
     nothing for autograd to record, not traced or compiled (tracers and torch.compile see
@@ -59,7 +70,7 @@ def pointwise_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     if runs_fused(x):
         dtype = working_dtype(x)
         return torch.ops.mkldnn._linear_pointwise(
-            x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
-            activation, [], 'none')
+            _as_dtype(x, dtype), _as_dtype(weight, dtype), _as_dtype(bias, dtype), activation,
+            [], 'none')
     y = F.linear(x, weight, bias)
     return F.gelu(y) if activation == 'gelu' else y

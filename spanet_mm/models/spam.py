@@ -1,16 +1,68 @@
 """SPAM: Spectral Pooling Aggregation Modulation, the token mixer of SPANet (Section 4.2)."""
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .linear import pointwise_linear, runs_fused, to_working_dtype
 from .spectral_filter import SpectralPoolingFilter
 
 
 def chunk_sizes(channels: int, chunks: int) -> List[int]:
     """Channel counts ``torch.chunk`` gives when splitting ``channels`` into ``chunks``."""
     return [part.numel() for part in torch.empty(channels).chunk(chunks)]
+
+
+# -- point-wise layers on channels-last data ---------------------------------------------------
+#
+# The 1x1 convs keep their (out, in, 1, 1) parameters (the checkpoint layout) and run as
+# matrix products on the NHWC view of channels-last data, the way ConvNeXt runs its
+# point-wise layers. Without autograd (inference) on CPU they run as oneDNN's fused linear
+# kernel (spanet_mm.models.linear, shared with SPANetV2); with autograd as 1x1 convs on the
+# channels-last data (also oneDNN) and the GELU separately.
+
+def fused_inference(x: Tensor) -> bool:
+    """Whether the point-wise layers of ``x`` (channels-last, NCHW) can run as oneDNN's
+    fused inference kernels: CPU data, nothing for autograd to record, not being traced or
+    compiled (torch.compile picks its own kernels)."""
+    return runs_fused(x) and is_channels_last(x)
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """Whether ``x`` (N, C, H, W) is laid out channels-last, i.e. its NHWC view is
+    contiguous (1x1 maps count as both layouts)."""
+    return x.permute(0, 2, 3, 1).is_contiguous()
+
+
+def nhwc(x: Tensor) -> Tensor:
+    """The contiguous (N, H, W, C) view of channels-last (N, C, H, W) data (a copy for other
+    layouts)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def conv1x1_nhwc(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``x @ weight.T + bias`` of NHWC data as a 1x1 conv of its channels-last NCHW view
+    (autograd and autocast aware); the result is NHWC and contiguous."""
+    weight = weight.view(weight.shape[0], -1, 1, 1)
+    return F.conv2d(x.permute(0, 3, 1, 2), weight, bias).permute(0, 2, 3, 1).contiguous()
+
+
+def pointwise(conv: nn.Conv2d, x: Tensor, fused: bool, activation: str = 'none') -> Tensor:
+    """A 1x1 conv module (and optionally GELU) applied to NHWC data ``x``."""
+    if fused:
+        return pointwise_linear(x, conv.weight, conv.bias, activation)
+    y = conv1x1_nhwc(x, conv.weight, conv.bias)
+    return F.gelu(y) if activation == 'gelu' else y
+
+
+def is_observed(module: nn.Module) -> bool:
+    """Whether hooks watch ``module``'s calls (analysis tools hook the filter); then it must
+    be called as a module rather than through its NHWC method."""
+    hooks = nn.modules.module
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or getattr(hooks, '_global_forward_hooks', None)
+                or getattr(hooks, '_global_forward_pre_hooks', None))
 
 
 class SPAM(nn.Module):
@@ -25,6 +77,10 @@ class SPAM(nn.Module):
     channel's chunk) followed by one 1x1 conv whose weight is the three gates' weights side by
     side: the same sum, with a single pass over the data. The three convs stay separate
     modules (``context_convs``) so the parameters keep the paper's and the release's layout.
+    On channels-last data the point-wise layers run as matrix products on the NHWC view and
+    the filter runs on that view too (:meth:`SpectralPoolingFilter.filter_nhwc`), all in the
+    working dtype (bfloat16 under autocast); when hooks watch the filter (analysis tools) it
+    is called as a module instead.
 
     Args:
         embed_dims (int): Number of channels.
@@ -64,14 +120,41 @@ class SPAM(nn.Module):
         self.proj_out = nn.Conv2d(embed_dims, embed_dims, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        query = self.dwconv(self.proj_in(x))
-        return self.proj_out(query * self.context(query))
+        if not is_channels_last(x) or x.device.type != 'cpu':
+            query = self.dwconv(self.proj_in(x))
+            return self.proj_out(query * self.context(query))
+        fused = fused_inference(x)
+        x = nhwc(to_working_dtype(x) if fused else x)
+        # The depth-wise convs take the channels-last NCHW view and keep that layout.
+        query = nhwc(self.dwconv(pointwise(self.proj_in, x, fused).permute(0, 3, 1, 2)))
+        context = self._context_nhwc(query, fused)
+        return pointwise(self.proj_out, query * context, fused).permute(0, 3, 1, 2)
+
+    def context_weight(self) -> Tuple[Tensor, Tensor]:
+        """The three gates' 1x1 convs as one: weight (C, C, 1, 1) and bias (C,).
+
+        Built from the parameters at every call: they may change between calls (optimiser
+        steps, EMA updates through ``.data``) without any version a cache could check.
+        """
+        weight = torch.cat([conv.weight for conv in self.context_convs], dim=1)
+        bias = torch.stack([conv.bias for conv in self.context_convs]).sum(0)
+        return weight, bias
 
     def context(self, query: Tensor) -> Tensor:
         """The aggregated context: the sum of all Spectral Pooling Gates."""
-        weight = torch.cat([conv.weight for conv in self.context_convs], dim=1)
-        bias = torch.stack([conv.bias for conv in self.context_convs]).sum(0)
+        weight, bias = self.context_weight()
         return F.conv2d(self.spectral_filter(query), weight, bias)
+
+    def _context_nhwc(self, query: Tensor, fused: bool) -> Tensor:
+        """:meth:`context` of NHWC data, as NHWC data."""
+        weight, bias = self.context_weight()
+        if (type(self.spectral_filter) is SpectralPoolingFilter
+                and not is_observed(self.spectral_filter) and not torch.jit.is_tracing()):
+            filtered = self.spectral_filter.filter_nhwc(query)
+        else:
+            filtered = nhwc(self.spectral_filter(query.permute(0, 3, 1, 2)))
+        return (pointwise_linear(filtered, weight, bias) if fused else
+                conv1x1_nhwc(filtered, weight, bias))
 
     def gate_outputs(self, query: Tensor) -> List[Tensor]:
         """Each Spectral Pooling Gate's output separately (for analysis; they sum to

@@ -9,8 +9,8 @@ from mmengine.utils import digit_version
 from torch import Tensor, nn
 
 from .base import SpectralBackbone, StateDict, res_scale_or_identity
-from .spam import (SPAM, fused_inference, is_channels_last, nhwc, pointwise,
-                   working_dtype)
+from .linear import to_working_dtype
+from .spam import SPAM, fused_inference, is_channels_last, nhwc, pointwise
 
 # torch's CPU GroupNorm backward gained a channels-last kernel in 2.1 (pytorch PR 89485); on
 # 2.13.0 it crashes (segfault) for channels-last input that needs no gradient while the
@@ -42,8 +42,7 @@ class ConvMlp(nn.Module):
         fused = fused_inference(x)
         # On NHWC data (contiguous) torch's CPU GELU also takes its fast path; on
         # channels-last NCHW tensors it takes a slow one (about 1.6x the time at 256x56x56).
-        hidden = pointwise(self.fc1, nhwc(x.to(working_dtype(x)) if fused else x), fused,
-                           'gelu')
+        hidden = pointwise(self.fc1, nhwc(to_working_dtype(x) if fused else x), fused, 'gelu')
         return pointwise(self.fc2, hidden, fused).permute(0, 3, 1, 2)
 
 
@@ -102,11 +101,11 @@ class SPANet(SpectralBackbone):
         channels_last (bool): Speed setting only (the outputs are the same): on CPU, run
             the stages on channels-last data, where the point-wise layers are matrix
             products on the NHWC view (oneDNN's fused linear kernels without autograd),
-            the filter is folded into the gates' 1x1 conv, and GroupNorm and the depth-wise
-            convs have channels-last kernels. Defaults to True.
+            the filter runs on that view in the working dtype, and GroupNorm and the
+            depth-wise convs have channels-last kernels. Defaults to True.
         channels_last_min_area (int): With ``channels_last``, stages whose feature maps have
             fewer positions run in the plain layout instead. Defaults to 0 (all stages
-            channels-last, the fastest on every machine measured).
+            channels-last: no size threshold to tune per machine).
         **kwargs: ``in_channels``, ``out_indices``, ``frozen_stages``, ``drop_path_rate``,
             ``with_cp`` and ``init_cfg``, as :class:`~spanet_mm.models.base.SpectralBackbone`
             describes them.
@@ -141,6 +140,11 @@ class SPANet(SpectralBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(arch, in_channels, out_indices, frozen_stages, drop_path_rate,
                          with_cp, init_cfg)
+        if not isinstance(channels_last, bool):
+            raise ValueError(f'SPANet: channels_last must be a bool, got {channels_last!r}')
+        if not (isinstance(channels_last_min_area, int) and channels_last_min_area >= 0):
+            raise ValueError(f'SPANet: channels_last_min_area must be an int >= 0, got '
+                             f'{channels_last_min_area!r}')
         self.channels_last = channels_last
         self.channels_last_min_area = channels_last_min_area
 

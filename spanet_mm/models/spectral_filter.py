@@ -27,15 +27,23 @@ For radius 2 that is a projection onto 5 x 5 real coefficients per channel and b
 the same map is applied with the 2-D basis ``kron(P_H, P_W)`` in two products (fewer
 operations, see ``DENSE_LIMIT``), keeping only its rows with a non-zero ``coef`` (the
 products of frequencies inside the disk or on its ring: 13 of 25 for radius 2). Contiguous
-and channels-last data each have their own path, so the data is never copied or rolled.
-The result equals the paper's formula to float32 rounding (tests/test_spectral_filter.py,
-tests/test_fast_paths.py).
+and channels-last data each have their own path, so the data is never copied or rolled. On
+channels-last data the correction is computed in two halves, the weighted coefficients
+``coef * (P x)`` and their basis expansion added into ``(1 - balance) x``; SPAM runs that form
+in the working dtype (:meth:`SpectralPoolingFilter.filter_nhwc`).
+
+The operators depend on the filter only through its radius and balances, so one bounded,
+least-recently-used table shared by all filters holds them (all blocks of a stage share an
+entry per feature size). The result equals the paper's formula to float32 rounding
+(tests/test_spectral_filter.py).
 """
 import math
-from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .cache import LRUCache
 
 # Value of the release's mask on the cut-off ring d == radius.
 RING_VALUE = 1.0 / 3.0
@@ -47,14 +55,15 @@ DENSE_LIMIT = 4096
 
 
 class _Operators(NamedTuple):
-    """Per-size operators of a filter (float32), with ``A = 2 R + 1`` basis rows.
+    """Per-size operators of one filter configuration, with ``A = 2 R + 1`` basis rows.
 
     Besides the operators themselves, the views each data layout multiplies with are kept
     here, so that a call runs a handful of products and no reshaping of the operators.
     """
     keep: Tensor  # (C, 1, 1): 1 - balance, broadcast over (C, H, W) in either layout
+    keep_c: Tensor  # (C,): the same, for (..., C) data
     coef: Tensor  # (C, A, A): weight of each basis coefficient
-    coef_hwc: Tensor  # (A, A, C): the same, for channels-last data
+    coef_hwc: Tensor  # (A * A, C): the same, for channels-last data
     basis_h: Tensor  # (A, H)
     basis_w: Tensor  # (A, W)
     basis_h_t: Tensor  # (H, A)
@@ -65,6 +74,19 @@ class _Operators(NamedTuple):
     basis_2d_t: Optional[Tensor]  # (H * W, K)
     coef_2d: Optional[Tensor]  # (C, K)
     coef_2d_t: Optional[Tensor]  # (K, C)
+
+
+# Operator sets are small (tens of kB) but one is built per feature size (and filter
+# configuration): 64 cover the four stages at 16 input sizes; detection training with many
+# padded sizes evicts the least recently used ones.
+OPERATOR_CACHE_SIZE = 64
+_OPERATORS: LRUCache = LRUCache(OPERATOR_CACHE_SIZE)
+
+
+class CacheInfo(NamedTuple):
+    """What :meth:`SpectralPoolingFilter.cache_info` reports."""
+    entries: int  # operator sets held
+    capacity: int  # most operator sets held at once
 
 
 def spectral_mask(height: int, width: int, radius: float, balance: float,
@@ -131,7 +153,10 @@ class SpectralPoolingFilter(nn.Module):
 
     One module serves all ``N`` balances of a SPAM layer: channel ``c`` is filtered with
     ``channel_balances[c]``. Nothing here is a parameter or a buffer; the per-size operators
-    are built on first use for each feature size and device and cached.
+    are built on first use and kept in one table shared by all filters (filters with the same
+    radius and balances, e.g. all blocks of a stage, share their operators), keyed by
+    configuration, feature size, device and dtype, and bounded: it holds the
+    ``OPERATOR_CACHE_SIZE`` most recently used operator sets (:meth:`cache_info`).
 
     Works on contiguous and channels-last inputs alike and keeps the input's memory format.
 
@@ -146,8 +171,15 @@ class SpectralPoolingFilter(nn.Module):
             raise ValueError(f'radius must be >= 0, got {radius}')
         self.radius = float(radius)
         self.channel_balances = tuple(float(b) for b in channel_balances)
-        # (H, W, device, channels_last) -> (path, operators)
-        self._cache: Dict[tuple, Tuple[Callable, _Operators]] = {}
+        # The operators depend on the filter only through radius and balances; runs of equal
+        # balances keep the key short (3 runs for a SPAM layer of any width).
+        runs: List[List] = []
+        for balance in self.channel_balances:
+            if runs and runs[-1][0] == balance:
+                runs[-1][1] += 1
+            else:
+                runs.append([balance, 1])
+        self._config = (self.radius, tuple(tuple(run) for run in runs))
 
     @property
     def num_channels(self) -> int:
@@ -158,18 +190,62 @@ class SpectralPoolingFilter(nn.Module):
         return (f'radius={self.radius:g}, channels={self.num_channels}, '
                 f'balances={balances}')
 
+    @classmethod
+    def cache_info(cls) -> CacheInfo:
+        """How many operator sets the shared table holds, and how many it can hold."""
+        return CacheInfo(len(_OPERATORS), _OPERATORS.capacity)
+
+    @classmethod
+    def clear_cache(cls) -> None:
+        """Drop all cached operators (they are rebuilt on demand)."""
+        _OPERATORS.clear()
+
     def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+            return self._filter_float32(x)
+        # Called as a module, the filter keeps float32 accuracy: it runs in float32 and hands
+        # back the surrounding dtype. (Inside SPAM, filter_nhwc() runs in the working dtype,
+        # where a 1x1 conv of that dtype follows anyway.)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = self._filter_float32(x.float())
+        return y.to(x.dtype)
+
+    def filter_nhwc(self, x: Tensor) -> Tensor:
+        """The filter of NHWC data (the contiguous view of channels-last data) in the dtype of
+        ``x`` (bfloat16 too: the products accumulate in float32 inside the kernels), without
+        a float32 round trip. SPAM uses it between two bfloat16 1x1 convs under autocast,
+        where a float32 result would be rounded to bfloat16 at once anyway.
+
+        Args:
+            x (Tensor): ``(N, H, W, C)``, contiguous.
+
+        Returns:
+            Tensor: ``(N, H, W, C)``, contiguous, the dtype of ``x``.
+        """
+        n, height, width, channels = x.shape
+        if channels != self.num_channels or not x.is_contiguous():
+            raise ValueError(f'{type(self).__name__}.filter_nhwc expects contiguous (N, H, W, '
+                             f'{self.num_channels}) data, got {tuple(x.shape)} with strides '
+                             f'{x.stride()}')
+        ops = self.operators(height, width, x.device, x.dtype)
+        y = x * ops.keep_c
+        _synthesis_nhwc_(y, _analysis_nhwc(x, ops), ops)
+        return y
+
+    def operators(self, height: int, width: int, device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> _Operators:
+        """The operators for one feature size, device and dtype (built once, then shared
+        through the bounded table)."""
+        key = (self._config, height, width, device, dtype)
+        return _OPERATORS.get_or_build(
+            key, lambda: self._build_cached(height, width, device, dtype))
+
+    def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.num_channels:
             raise ValueError(
                 f'{type(self).__name__} expects (N, {self.num_channels}, H, W), '
                 f'got {tuple(x.shape)}')
-        if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
-            return self._filter_float32(x)
-        # Frequency-domain arithmetic in half precision loses the small correction terms,
-        # so the filter always runs in float32 and hands back the surrounding dtype.
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            y = self._filter_float32(x.float())
-        return y.to(x.dtype)
 
     def _filter_float32(self, x: Tensor) -> Tensor:
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
@@ -183,31 +259,27 @@ class SpectralPoolingFilter(nn.Module):
         channels_last = not x.is_contiguous()
         if channels_last and not x.is_contiguous(memory_format=torch.channels_last):
             x, channels_last = x.contiguous(), False
-        plan = self._cache.get((x.shape[-2], x.shape[-1], x.device, channels_last))
-        if plan is None:
-            plan = self._plan(x.shape[-2], x.shape[-1], x.device, channels_last)
-        return plan[0](x, plan[1])
+        ops = self.operators(x.shape[-2], x.shape[-1], x.device)
+        if channels_last:
+            y = x * ops.keep  # channels-last, like x
+            _synthesis_nhwc_(y.permute(0, 2, 3, 1),
+                             _analysis_nhwc(x.permute(0, 2, 3, 1), ops), ops)
+            return y
+        return (_dense_nchw if ops.basis_2d is not None else _separable_nchw)(x, ops)
 
-    def _plan(self, height: int, width: int, device: torch.device,
-              channels_last: bool) -> Tuple[Callable[[Tensor, _Operators], Tensor],
-                                            _Operators]:
-        """The path and the operators for one size, device and layout (built once)."""
+    def _build_cached(self, height: int, width: int, device: torch.device,
+                      dtype: torch.dtype) -> _Operators:
         # Cached tensors must stay usable by autograd even if first built under
         # torch.inference_mode().
         with torch.inference_mode(False), torch.no_grad():
             ops = self._build_operators(height, width, device)
-        dense = ops.basis_2d is not None
-        if channels_last:
-            apply = _dense_nhwc if dense else _separable_nhwc
-        else:
-            apply = _dense_nchw if dense else _separable_nchw
-        plan = (apply, ops)
-        self._cache[(height, width, device, channels_last)] = plan
-        return plan
+            if dtype != torch.float32:
+                ops = _Operators(*(None if t is None else t.to(dtype) for t in ops))
+        return ops
 
     def _build_operators(self, height: int, width: int, device: torch.device,
                          traced: bool = False) -> _Operators:
-        """The operators of the module docstring for one feature size.
+        """The operators of the module docstring for one feature size (float32).
 
         ``traced``: only what the size-independent separable form on contiguous data
         needs, built from the (traced) size.
@@ -227,7 +299,7 @@ class SpectralPoolingFilter(nn.Module):
                   + ring * (balances[:, None, None] - (1 - RING_VALUE)))
         # 1 / (H * W) is the two orthonormal scalings together.
         coef = (excess * count / (height * width)).float()
-        keep = (1 - balances).float()[:, None, None]
+        keep_c = (1 - balances).float()
         basis_h = _real_basis(reach, height, device).float()
         basis_w = _real_basis(reach, width, device).float()
         num_a = 2 * reach + 1
@@ -248,18 +320,18 @@ class SpectralPoolingFilter(nn.Module):
             basis_2d_t = basis_2d.t()
             coef_2d_t = coef_2d.t().contiguous()
         return _Operators(
-            keep=keep, coef=coef, coef_hwc=coef.permute(1, 2, 0).contiguous(),
+            keep=keep_c[:, None, None], keep_c=keep_c, coef=coef,
+            coef_hwc=coef.flatten(1).t().contiguous(),
             basis_h=basis_h, basis_w=basis_w, basis_h_t=basis_h.t(),
             basis_w_rows=None if traced else basis_w.expand(height, num_a, width),
             basis_w_t_rows=None if traced else basis_w.t().expand(height, width, num_a),
             basis_2d=basis_2d, basis_2d_t=basis_2d_t, coef_2d=coef_2d, coef_2d_t=coef_2d_t)
 
 
-# The four paths below take the (N, C, H, W) tensor; the channels-last ones work on its
-# (N, H, W, C) view, which is contiguous. Each writes the correction into the fresh
-# ``(1 - balance) x`` with one multiply-add. They are written with explicit mm/bmm on
-# ready-made views: in the backbone the filter runs between large convolutions that leave
-# the caches cold, where every extra tensor operation costs a few microseconds.
+# Contiguous (N, C, H, W) data: the whole filter, written with explicit mm/bmm on ready-made
+# views (in the backbone the filter runs between large convolutions that leave the caches
+# cold, where every extra tensor operation costs a few microseconds). Each writes the
+# correction into the fresh ``(1 - balance) x`` with one multiply-add.
 
 def _separable_nchw(x: Tensor, ops: _Operators) -> Tensor:
     """``(1 - balance) x + P_H^T (coef * (P_H x P_W^T)) P_W`` on contiguous (N, C, H, W)."""
@@ -273,26 +345,6 @@ def _separable_nchw(x: Tensor, ops: _Operators) -> Tensor:
     return y.view(n, c, height, width)
 
 
-def _separable_nhwc(x: Tensor, ops: _Operators) -> Tensor:
-    """The same on channels-last data."""
-    n, c, height, width = x.shape
-    num_a = ops.basis_h.shape[0]
-    rows = n * height
-    if n == 1:
-        basis_w, basis_w_t = ops.basis_w_rows, ops.basis_w_t_rows
-    else:
-        basis_w = ops.basis_w.expand(rows, num_a, width)
-        basis_w_t = ops.basis_w.t().expand(rows, width, num_a)
-    # Contract W (a product per image row), then H; expand back the same way.
-    t = torch.bmm(basis_w, x.permute(0, 2, 3, 1).view(rows, width, c))  # (N*H, A, C)
-    z = torch.bmm(ops.basis_h.expand(n, num_a, height), t.view(n, height, num_a * c))
-    z = (z.view(n, num_a, num_a, c) * ops.coef_hwc).view(n, num_a, num_a * c)  # u, then (v, c)
-    s = torch.bmm(ops.basis_h_t.expand(n, height, num_a), z)  # (N, H, A*C)
-    y = x * ops.keep  # channels-last, like x
-    y.permute(0, 2, 3, 1).view(rows, width, c).baddbmm_(basis_w_t, s.view(rows, num_a, c))
-    return y
-
-
 def _dense_nchw(x: Tensor, ops: _Operators) -> Tensor:
     """The same with the 2-D basis, on contiguous (N, C, H, W): two products."""
     n, c, height, width = x.shape
@@ -304,15 +356,40 @@ def _dense_nchw(x: Tensor, ops: _Operators) -> Tensor:
     return y
 
 
-def _dense_nhwc(x: Tensor, ops: _Operators) -> Tensor:
-    """The same with the 2-D basis, on channels-last data."""
-    n, c, height, width = x.shape
-    basis, basis_t = ops.basis_2d, ops.basis_2d_t
-    z = torch.bmm(basis.expand(n, *basis.shape), x.permute(0, 2, 3, 1).view(n, -1, c))
-    z = z * ops.coef_2d_t  # (N, K, C)
-    y = x * ops.keep  # channels-last, like x
-    y.permute(0, 2, 3, 1).view(n, -1, c).baddbmm_(basis_t.expand(n, *basis_t.shape), z)
-    return y
+# NHWC data (the contiguous view of channels-last data), in two halves: the weighted
+# coefficients of each channel, and their basis expansion added into the output.
+
+def _analysis_nhwc(x: Tensor, ops: _Operators) -> Tensor:
+    """``coef * (P x)`` of NHWC ``x``: (N, K, C), K the dense form's rows or ``A * A``."""
+    n, height, width, c = x.shape
+    if ops.basis_2d is not None:
+        basis = ops.basis_2d
+        z = torch.bmm(basis.expand(n, *basis.shape), x.view(n, height * width, c))
+        return z * ops.coef_2d_t
+    num_a = ops.basis_h.shape[0]
+    rows = n * height
+    basis_w = ops.basis_w_rows if n == 1 else ops.basis_w.expand(rows, num_a, width)
+    # Contract W (a product per image row), then H.
+    t = torch.bmm(basis_w, x.view(rows, width, c))  # (N*H, A, C)
+    z = torch.bmm(ops.basis_h.expand(n, num_a, height), t.view(n, height, num_a * c))
+    return z.view(n, num_a * num_a, c) * ops.coef_hwc  # (u, v) rows
+
+
+def _synthesis_nhwc_(out: Tensor, coefficients: Tensor, ops: _Operators) -> None:
+    """Add the basis expansion of ``coefficients`` (N, K, C) into NHWC ``out`` (in place)."""
+    n, height, width, channels = out.shape
+    if ops.basis_2d is not None:
+        basis_t = ops.basis_2d_t
+        out.view(n, height * width, channels).baddbmm_(
+            basis_t.expand(n, *basis_t.shape), coefficients)
+        return
+    num_a = ops.basis_h.shape[0]
+    rows = n * height
+    basis_w_t = ops.basis_w_t_rows if n == 1 else ops.basis_w.t().expand(rows, width, num_a)
+    # Expand H (u), then W (v) row by row.
+    s = torch.bmm(ops.basis_h_t.expand(n, height, num_a),
+                  coefficients.reshape(n, num_a, num_a * channels))  # (N, H, A*O)
+    out.view(rows, width, channels).baddbmm_(basis_w_t, s.view(rows, num_a, channels))
 
 
 def _multiply_add(y: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -321,4 +398,3 @@ def _multiply_add(y: Tensor, a: Tensor, b: Tensor) -> Tensor:
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return torch.baddbmm(y, a, b)
     return y.baddbmm_(a, b)
-
