@@ -15,7 +15,7 @@ import pickle
 
 import pytest
 import torch
-from helpers.commands import REPO_ROOT, read_test_metrics, run_command, tool, train_scalars
+from helpers.commands import REPO_ROOT, run_command, run_test_tool, tool, train_scalars
 from helpers.e2e_checks import check_predictions, coco_map
 from helpers.options import COCO_NUM_VAL, E2E_IMAGE_SIZE, TINY_ARCH, arch_options, cfg_options
 
@@ -47,12 +47,8 @@ def train_and_test(config, neck_in_channels, coco_options, coco_shapes, work_dir
     checkpoint = work_dir / 'train' / f'epoch_{EPOCHS}.pth'
     out = work_dir / 'predictions.pkl'
     test_scale = (2 * E2E_IMAGE_SIZE, 2 * E2E_IMAGE_SIZE)
-    test_log = run_command(['python', tool('test.py'), REPO_ROOT / config, checkpoint,
-                            '--work-dir', work_dir / 'test', '--out', out, '--cfg-options',
-                            *options, *cfg_options(
-                                test_dataloader__dataset__pipeline__1__scale=test_scale)])
-    assert f'Load checkpoint from {checkpoint}' in test_log
-    metrics = read_test_metrics(work_dir / 'test')
+    metrics = run_test_tool(REPO_ROOT / config, checkpoint, work_dir / 'test', out, options
+                            + cfg_options(test_dataloader__dataset__pipeline__1__scale=test_scale))
     with open(out, 'rb') as f:
         predictions = pickle.load(f)
     assert len(predictions) == COCO_NUM_VAL  # one per held-out image

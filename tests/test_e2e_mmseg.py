@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.commands import REPO_ROOT, read_test_metrics, run_command, tool, train_scalars
+from helpers.commands import REPO_ROOT, run_command, run_test_tool, tool, train_scalars
 from helpers.e2e_checks import image_blind_scores, label_maps, seg_scores
 from helpers.options import TINY_ARCH, arch_options, cfg_options
 
@@ -45,10 +45,7 @@ def test_semantic_fpn_learns(ade20k_options, ade20k_like, tmp_path):
     assert torch.load(checkpoint, map_location='cpu')['meta']['iter'] == ITERS
 
     out_dir = tmp_path / 'predictions'
-    test_log = run_command(['python', tool('test.py'), CONFIG, checkpoint, '--work-dir',
-                            tmp_path / 'test', '--out', out_dir, '--cfg-options', *options])
-    assert f'Load checkpoint from {checkpoint}' in test_log
-    metrics = read_test_metrics(tmp_path / 'test')
+    metrics = run_test_tool(CONFIG, checkpoint, tmp_path / 'test', out_dir, options)
     print('Semantic FPN e2e metrics:', metrics)
 
     root = Path(ade20k_like['data_root'])

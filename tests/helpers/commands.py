@@ -48,3 +48,12 @@ def train_scalars(work_dir):
         with open(path) as f:
             records += [json.loads(line) for line in f if line.strip()]
     return [r for r in records if 'loss' in r]
+
+
+def run_test_tool(config, checkpoint, work_dir, out, options):
+    """``tools/test.py CONFIG CHECKPOINT --out OUT`` with ``--cfg-options``; checks that the
+    checkpoint was loaded and returns the metrics the run wrote."""
+    log = run_command(['python', tool('test.py'), config, checkpoint, '--work-dir', work_dir,
+                       '--out', out, '--cfg-options', *options])
+    assert f'Load checkpoint from {checkpoint}' in log
+    return read_test_metrics(work_dir)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from helpers.commands import REPO_ROOT
 from helpers.options import TINY_ARCH, arch_options, cfg_options
@@ -110,3 +111,21 @@ def tiny_options(imagenet_options, batch_size, epochs=IMAGENET_EPOCHS):
         train_cfg__max_epochs=epochs, train_dataloader__batch_size=batch_size,
         val_dataloader__batch_size=batch_size, test_dataloader__batch_size=batch_size,
         model__head__in_channels=TINY_ARCH['embed_dims'][-1])
+
+
+def check_classification(predictions, val_ann, metrics):
+    """One prediction per held-out image with its true label from the annotation file, and the
+    reported top-1/top-5 are those of the dumped predictions (the predicted label is the top
+    score over the 1000 classes)."""
+    with open(val_ann) as f:
+        expected = {line.split()[0]: int(line.split()[1]) for line in f if line.strip()}
+    got = {p['img_path'].rpartition('/')[2]: int(p['gt_label'][0]) for p in predictions}
+    assert got == expected
+    top1 = top5 = 0
+    for p in predictions:
+        scores, label = p['pred_score'], int(p['gt_label'][0])
+        assert scores.shape == (1000, ) and int(p['pred_label'][0]) == int(scores.argmax())
+        top1 += int(scores.argmax()) == label
+        top5 += label in scores.topk(5).indices.tolist()
+    assert metrics['accuracy/top1'] == pytest.approx(100 * top1 / len(predictions))
+    assert metrics['accuracy/top5'] == pytest.approx(100 * top5 / len(predictions))
