@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from helpers.model_sizes import SPANETV2_CLASSIFIER_PARAMS
+from helpers.options import write_classifier_config
 import torch
 from skimage import io
 from torch import nn
@@ -146,21 +147,8 @@ def test_get_flops_reproduces_spanetv2_complexity(arch, macs):
     assert all(call.kind.key == 'exspam_fft' for call in result.spectral)
 
 
-def _write_config(path, body):
-    path.write_text(body)
-    return str(path)
-
-
 def test_get_flops_on_a_classifier_config(tmp_path, tiny_arch):
-    config = _write_config(tmp_path / 'cls.py', f"""
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
-model = dict(type='ImageClassifier',
-             backbone=dict(type='SPANet', arch={tiny_arch!r}, out_indices=(3, )),
-             neck=dict(type='GlobalAveragePooling'),
-             head=dict(type='LinearClsHead', num_classes=10, in_channels=30,
-                       loss=dict(type='CrossEntropyLoss')))
-""")
+    config = write_classifier_config(tmp_path / 'cls.py', tiny_arch, num_classes=10)
     # --cfg-options, as argparse's DictAction parses them: 7 classes instead of 10.
     numbers = measurement_json(measure(config, shape=[64],
                                        cfg_options={'model.head.num_classes': 7}))
@@ -178,12 +166,14 @@ model = dict(type='ImageClassifier',
 
 @pytest.mark.slow
 def test_get_flops_on_a_detector_config(tmp_path, tiny_arch):
-    config = _write_config(tmp_path / 'det.py', f"""
+    config = tmp_path / 'det.py'
+    config.write_text(f"""
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
 model = dict(backbone=dict(_delete_=True, type='SPANet', arch={tiny_arch!r}),
              neck=dict(in_channels={tiny_arch['embed_dims']!r}, start_level=1))
 """)
+    config = str(config)
     measured = measure(config, shape=(64, 96))
     result = measured.result
     assert measured.model == 'RetinaNet' and measured.shape == (64, 96)

@@ -5,6 +5,7 @@ import warnings
 import onnx
 import pytest
 import torch
+from helpers.options import write_classifier_config
 
 from spanet_mm import SPANet
 from spanet_mm.deployment.onnx import (build_exportable, export_and_verify, export_onnx,
@@ -50,16 +51,7 @@ def test_onnx_verify_detects_a_mismatch(tiny_arch, tmp_path):
 def test_export_of_a_config_with_its_checkpoint(tiny_arch, tmp_path):
     """What the tool does for --config CONFIG --checkpoint CKPT --verify: the checkpoint's
     weights are the ones exported."""
-    config = tmp_path / 'cls.py'
-    config.write_text(f"""
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
-model = dict(type='ImageClassifier',
-             backbone=dict(type='SPANet', arch={tiny_arch!r}, out_indices=(3, )),
-             neck=dict(type='GlobalAveragePooling'),
-             head=dict(type='LinearClsHead', num_classes=5, in_channels=30,
-                       loss=dict(type='CrossEntropyLoss')))
-""")
+    config = write_classifier_config(tmp_path / 'cls.py', tiny_arch, num_classes=5)
     trained = build_exportable('classifier', config=str(config)).model
     with torch.no_grad():
         trained.head.fc.bias.fill_(3.0)

@@ -41,3 +41,19 @@ def coco_data_options(coco_shapes):
         'val_evaluator__ann_file': coco_shapes['val_ann'],
         'test_evaluator__ann_file': coco_shapes['val_ann'],
     })
+
+
+def write_classifier_config(path, arch, num_classes):
+    """A user's own MMPretrain config file: an ImageNet-style classifier (GroupNorm'ed last
+    stage, global average pooling, linear head) around a SPANet of ``arch``."""
+    width = arch['embed_dims'][-1]
+    path.write_text(f"""
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
+model = dict(type='ImageClassifier',
+             backbone=dict(type='SPANet', arch={arch!r}, out_indices=(3, )),
+             neck=dict(type='GlobalAveragePooling'),
+             head=dict(type='LinearClsHead', num_classes={num_classes}, in_channels={width},
+                       loss=dict(type='CrossEntropyLoss')))
+""")
+    return str(path)
