@@ -1,17 +1,19 @@
-"""SPANet (ICCV 2023) as a backbone for MMDetection, MMSegmentation and MMPretrain.
+"""SPANet (ICCV 2023) and SPANetV2 (TPAMI 2026) as backbones for MMDetection, MMSegmentation
+and MMPretrain.
 
-Importing this package registers ``SPANet`` in MMEngine's root ``MODELS`` registry, which
-the three codebases' registries fall back to, so ``custom_imports=dict(imports=['spanet_mm'])``
-is all a config needs.
+Importing this package registers ``SPANet``, ``SPANetV2``, ``SPANetV2ClsHead`` and
+``LayerDecayOptimWrapperConstructor`` in MMEngine's root registries, which the three
+codebases' registries fall back to, so ``custom_imports=dict(imports=['spanet_mm'])`` is all a
+config needs. It also makes MMPretrain's name-based API (``get_model('spanet_s_in1k')``) know
+this package's models, without importing MMPretrain itself.
 """
 from . import engine  # noqa: F401  allow-lists Runner checkpoints for torch.load
-from .models import SPAM, SPANet, SpectralPoolingFilter, spectral_mask
-from .models import ExSPAM, SPANetV2
-from .optim import LayerDecayOptimWrapperConstructor  # noqa: F401  registers it in MMEngine
+from . import model_hub
+from .models import SPAM, ExSPAM, SPANet, SPANetV2, SpectralPoolingFilter, spectral_mask
+from .optim import LayerDecayOptimWrapperConstructor
 from .version import __version__
-from . import model_hub  # noqa: E402  MMPretrain's names spanet_*_in1k (registered lazily)
 
 model_hub.install()
 
-__all__ = ['SPANet', 'SPAM', 'SpectralPoolingFilter', 'spectral_mask', '__version__',
-           'SPANetV2', 'ExSPAM']
+__all__ = ['SPANet', 'SPANetV2', 'SPAM', 'ExSPAM', 'SpectralPoolingFilter', 'spectral_mask',
+           'LayerDecayOptimWrapperConstructor', '__version__']
