@@ -270,11 +270,13 @@ def api_results(tmp_path_factory, s_classifier):
         code += textwrap.dedent(SCRIPTS[name]) + EPILOGUE
         proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=TIMEOUT)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT=')]
-        if proc.returncode != 0 or not lines:
+        # Found anywhere in the output: progress bars may leave a line unterminated
+        # before it.
+        before, marker, result = proc.stdout.rpartition('RESULT=')
+        if proc.returncode != 0 or not marker:
             return {'error': f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n'
                              f'{proc.stderr[-5000:]}'}
-        return json.loads(lines[-1][len('RESULT='):])
+        return json.loads(result.splitlines()[0])
 
     with ThreadPoolExecutor(PARALLEL) as pool:
         return dict(zip(SCRIPTS, pool.map(run, SCRIPTS)))
