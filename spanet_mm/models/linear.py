@@ -52,25 +52,57 @@ def runs_fused(x: Tensor) -> bool:
 
 
 def pointwise_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-                     activation: str = 'none') -> Tensor:
-    """``activation(x @ weight.T + bias)`` over the last dim of ``x``.
+                     activation: str = 'none', residual: Optional[Tensor] = None,
+                     residual_scale: Optional[Tensor] = None) -> Tensor:
+    """``activation(x @ weight.T + bias)`` over the last dim of ``x``, plus
+    ``residual * residual_scale`` if a residual is given.
 
     Args:
         x (Tensor): ``(..., C_in)`` data, contiguous in its last dim.
         weight (Tensor): ``(C_out, C_in)``, or a 1x1 conv's ``(C_out, C_in, 1, 1)``.
         bias (Tensor, optional): ``(C_out, )``.
         activation (str): ``'none'`` or ``'gelu'`` (the exact, erf form).
+        residual (Tensor, optional): ``(..., C_out)``, added to the result (a residual
+            stream). Where it has the working dtype it is added inside oneDNN's kernel;
+            otherwise the sum has the dtype the two promote to (float32 for a float32
+            residual stream under bfloat16 autocast).
+        residual_scale (Tensor, optional): ``(C_out, )``, multiplies ``residual`` first
+            (ResScale).
 
     Returns:
-        Tensor: ``(..., C_out)``, in the working dtype (autocast's, if it is on).
+        Tensor: ``(..., C_out)``, in the working dtype (autocast's, if it is on), or the
+        promoted dtype of the sum with ``residual``.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f'activation must be one of {ACTIVATIONS}, got {activation!r}')
     weight = weight.reshape(weight.shape[0], -1)
     if runs_fused(x):
         dtype = working_dtype(x)
-        return torch.ops.mkldnn._linear_pointwise(
-            _as_dtype(x, dtype), _as_dtype(weight, dtype), _as_dtype(bias, dtype), activation,
-            [], 'none')
-    y = F.linear(x, weight, bias)
-    return F.gelu(y) if activation == 'gelu' else y
+        x, weight = _as_dtype(x, dtype), _as_dtype(weight, dtype)
+        if dtype == torch.float32:
+            bias = _as_dtype(bias, dtype)
+        # else: oneDNN adds a float32 bias to bfloat16 products itself (more precisely than a
+        # bfloat16 copy would, and one cast per layer fewer).
+        if (residual is not None and activation == 'none' and residual.dtype == dtype
+                and (residual_scale is None or residual_scale.dtype == dtype)):
+            other = residual if residual_scale is None else residual * residual_scale
+            # (the fused sum wants a bias of the working dtype)
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight,
+                                                             _as_dtype(bias, dtype), 'add')
+        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], 'none')
+    else:
+        y = F.linear(x, weight, bias)
+        if activation == 'gelu':
+            y = F.gelu(y)
+    return add_residual(y, residual, residual_scale)
+
+
+def add_residual(y: Tensor, residual: Optional[Tensor] = None,
+                 scale: Optional[Tensor] = None) -> Tensor:
+    """``y + residual * scale`` (one kernel), ``y + residual``, or ``y`` alone, in the dtype
+    the operands promote to."""
+    if residual is None:
+        return y
+    if scale is None:
+        return residual + y
+    return torch.addcmul(y, residual, scale)

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .linear import pointwise_linear, runs_fused, to_working_dtype
+from .linear import (add_residual, pointwise_linear, runs_fused, to_working_dtype,
+                     working_dtype)
 from .spectral_filter import SpectralPoolingFilter
 
 
@@ -48,12 +49,16 @@ def conv1x1_nhwc(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     return F.conv2d(x.permute(0, 3, 1, 2), weight, bias).permute(0, 2, 3, 1).contiguous()
 
 
-def pointwise(conv: nn.Conv2d, x: Tensor, fused: bool, activation: str = 'none') -> Tensor:
-    """A 1x1 conv module (and optionally GELU) applied to NHWC data ``x``."""
+def pointwise(conv: nn.Conv2d, x: Tensor, fused: bool, activation: str = 'none',
+              residual: Optional[Tensor] = None,
+              residual_scale: Optional[Tensor] = None) -> Tensor:
+    """A 1x1 conv module (and optionally GELU) applied to NHWC data ``x``, plus
+    ``residual * residual_scale`` if a residual (NHWC) is given."""
     if fused:
-        return pointwise_linear(x, conv.weight, conv.bias, activation)
+        return pointwise_linear(x, conv.weight, conv.bias, activation, residual,
+                                residual_scale)
     y = conv1x1_nhwc(x, conv.weight, conv.bias)
-    return F.gelu(y) if activation == 'gelu' else y
+    return add_residual(F.gelu(y) if activation == 'gelu' else y, residual, residual_scale)
 
 
 def is_observed(module: nn.Module) -> bool:
@@ -124,19 +129,45 @@ class SPAM(nn.Module):
             query = self.dwconv(self.proj_in(x))
             return self.proj_out(query * self.context(query))
         fused = fused_inference(x)
-        x = nhwc(to_working_dtype(x) if fused else x)
+        return self.forward_nhwc(nhwc(to_working_dtype(x) if fused else x),
+                                 fused).permute(0, 3, 1, 2)
+
+    def forward_nhwc(self, x: Tensor, fused: bool, residual: Optional[Tensor] = None,
+                     residual_scale: Optional[Tensor] = None) -> Tensor:
+        """SPAM of NHWC data (contiguous), as NHWC data, plus ``residual * residual_scale``
+        if a residual (NHWC) is given: the block's residual sum comes out of ``proj_out``'s
+        kernel where the dtypes allow.
+
+        Args:
+            x (Tensor): ``(N, H, W, C)``, contiguous; in the working dtype if ``fused``.
+            fused (bool): Whether the point-wise layers run as oneDNN's inference kernels
+                (:func:`fused_inference` of the data).
+            residual (Tensor, optional): ``(N, H, W, C)``.
+            residual_scale (Tensor, optional): ``(C, )``.
+        """
         # The depth-wise convs take the channels-last NCHW view and keep that layout.
         query = nhwc(self.dwconv(pointwise(self.proj_in, x, fused).permute(0, 3, 1, 2)))
         context = self._context_nhwc(query, fused)
-        return pointwise(self.proj_out, query * context, fused).permute(0, 3, 1, 2)
+        return pointwise(self.proj_out, query * context, fused, residual=residual,
+                         residual_scale=residual_scale)
 
-    def context_weight(self) -> Tuple[Tensor, Tensor]:
+    def context_weight(self, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
         """The three gates' 1x1 convs as one: weight (C, C, 1, 1) and bias (C,).
 
         Built from the parameters at every call: they may change between calls (optimiser
         steps, EMA updates through ``.data``) without any version a cache could check.
+
+        Args:
+            dtype (torch.dtype, optional): The weight's dtype, if not the parameters'
+                (written by the concatenation itself, without autograd: inference only).
         """
-        weight = torch.cat([conv.weight for conv in self.context_convs], dim=1)
+        weights = [conv.weight for conv in self.context_convs]
+        if dtype is None or dtype == weights[0].dtype:
+            weight = torch.cat(weights, dim=1)
+        else:
+            shape = (weights[0].shape[0], self.embed_dims, *weights[0].shape[2:])
+            weight = torch.cat(weights, dim=1,
+                               out=weights[0].new_empty(shape, dtype=dtype))
         bias = torch.stack([conv.bias for conv in self.context_convs]).sum(0)
         return weight, bias
 
@@ -147,7 +178,7 @@ class SPAM(nn.Module):
 
     def _context_nhwc(self, query: Tensor, fused: bool) -> Tensor:
         """:meth:`context` of NHWC data, as NHWC data."""
-        weight, bias = self.context_weight()
+        weight, bias = self.context_weight(working_dtype(query) if fused else None)
         if (type(self.spectral_filter) is SpectralPoolingFilter
                 and not is_observed(self.spectral_filter) and not torch.jit.is_tracing()):
             filtered = self.spectral_filter.filter_nhwc(query)
