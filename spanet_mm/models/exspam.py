@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from .cache import LRUCache
 from .linear import pointwise_linear
+from .norm import OneGroupNorm
 
 
 def resize_filter(weight: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -115,7 +116,7 @@ class ExSPAM(nn.Module):
         # Group j of the first conv sees channel j of every head (the interleaved order).
         self.proj = nn.Sequential(
             nn.Conv2d(embed_dims, hidden, 1, groups=self.head_dims, bias=False),
-            nn.GroupNorm(1, hidden),
+            OneGroupNorm(hidden),
             nn.GELU(),
             nn.Conv2d(hidden, embed_dims, 1, bias=False),
         )

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .base import SpectralBackbone, StateDict, res_scale_or_identity
 from .linear import to_working_dtype
+from .norm import OneGroupNorm
 from .spam import SPAM, fused_inference, is_channels_last, is_observed, nhwc, pointwise
 
 # torch's CPU GroupNorm backward gained a channels-last kernel in 2.1 (pytorch PR 89485); on
@@ -76,9 +77,9 @@ class SPANetBlock(nn.Module):
                  drop_path: float = 0.,
                  res_scale: bool = False) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(1, embed_dims)
+        self.norm1 = OneGroupNorm(embed_dims)
         self.token_mixer = SPAM(embed_dims, radius, balances, kernel_size)
-        self.norm2 = nn.GroupNorm(1, embed_dims)
+        self.norm2 = OneGroupNorm(embed_dims)
         self.mlp = ConvMlp(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.res_scale1 = res_scale_or_identity(res_scale, embed_dims)
@@ -198,7 +199,7 @@ class SPANet(SpectralBackbone):
                     res_scale=self.arch['res_scale'][i]) for rate in stage_rates
             ]) for i, stage_rates in enumerate(self.block_drop_path_rates()))
         for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.GroupNorm(1, self.embed_dims[i]))
+            self.add_module(f'norm{i}', OneGroupNorm(self.embed_dims[i]))
         self._freeze_stages()
 
     @classmethod
