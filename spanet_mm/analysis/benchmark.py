@@ -450,8 +450,15 @@ def time_contenders(contenders: Dict[str, nn.Module],
     names = list(contenders)
     dev = next(next(iter(contenders.values())).parameters()).device
     env = environment()
+    if dev.type == 'cuda':
+        # The GPU is the machine that matters; the float32 flags say whether matrix products
+        # and convolutions may use TF32 (PyTorch's defaults: not the former, the latter).
+        env.update(gpu=torch.cuda.get_device_name(dev), cuda=torch.version.cuda,
+                   matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+                   cudnn_allow_tf32=torch.backends.cudnn.allow_tf32)
     log(f'torch {env["torch"]}, {env["threads"]} threads, {env["cpus"]} CPUs ({env["cpu"]}), '
-        f'load average {env["loadavg"][0]:.2f} at start')
+        + (f'{env["gpu"]} (CUDA {env["cuda"]}), ' if 'gpu' in env else '')
+        + f'load average {env["loadavg"][0]:.2f} at start')
     amp_dtype = (torch.float16 if dev.type == 'cuda' else torch.bfloat16) if amp else None
     calibration = calibrate([torch.float32, torch.float16 if dev.type == 'cuda' else
                              torch.bfloat16], calibration_size, calibration_reps, dev)
@@ -500,7 +507,8 @@ def format_report(report: Report) -> str:
     results = report.results
     by_key = {(r.model, r.mode, r.height, r.width, r.batch): r for r in results}
     env = report.environment
-    lines = [f'calibration ({env["cpu"]}, {env["threads"]} threads, torch {env["torch"]}): '
+    machine = env['gpu'] if 'gpu' in env else f'{env["cpu"]}, {env["threads"]} threads'
+    lines = [f'calibration ({machine}, torch {env["torch"]}): '
              + ', '.join(f'{dtype} GEMM {gflops:.1f} GFLOP/s'
                          for dtype, gflops in report.calibration.items())
              + f'; the models ran in {report.dtype}', '']

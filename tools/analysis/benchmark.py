@@ -55,7 +55,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true',
                         help='autocast: bfloat16 on CPU, float16 on CUDA')
     parser.add_argument('--memory', action='store_true',
-                        help='also measure peak memory, each case in a fresh process')
+                        help='also measure peak memory: on CPU each case in a fresh process '
+                        '(peak RSS growth), on CUDA the allocator\'s peak during one call')
     parser.add_argument('--calibration-size', type=int, default=CALIBRATION_SIZE,
                         help='side of the calibration GEMM (default %(default)s)')
     parser.add_argument('--json', help='write all results (and each round\'s time) here')
