@@ -71,3 +71,23 @@ def test_backbones_use_it_and_keep_the_group_norm_layout():
     x = torch.randn(2, 5, 3, 3)
     torch.testing.assert_close(norm(x), nn.functional.group_norm(x, 1, norm.weight,
                                                                  norm.bias, norm.eps))
+
+
+def test_devices_other_than_the_cpu_take_the_reduction_path(monkeypatch):
+    """The dispatch: CPU data and traced graphs get torch's GroupNorm, other devices (here
+    the data-less 'meta' device, standing in for a GPU) the var_mean path."""
+    import spanet_mm.models.norm as norm_module
+    calls = []
+
+    def recording(x, weight, bias, eps):
+        calls.append(x.device.type)
+        return x
+    monkeypatch.setattr(norm_module, 'one_group_norm', recording)
+    norm = OneGroupNorm(4)
+    norm(torch.randn(2, 4, 3, 3))
+    assert calls == []
+    norm.to('meta')(torch.empty(2, 4, 3, 3, device='meta'))
+    assert calls == ['meta']
+    with pytest.raises(ValueError, match=r'OneGroupNorm expects \(N, 4, \.\.\.\) input, got '
+                                         r'\(2, 5, 3\)'):
+        norm(torch.empty(2, 5, 3, device='meta'))
