@@ -8,8 +8,21 @@
 # stack and its missing dependencies, and mmcv's sdist). Everything built goes under /tmp, which
 # the second call finds if it runs on the same (still warm) machine; `measure` installs and
 # builds again if it does not. Logs are tee'd into ${OUT:-work_dirs/gpu_checks}; a summary
-# table is printed last and written to summary.txt there. Each step of `measure` is guarded:
-# a failure prints FAILED and the next step runs; the exit status is 1 if any step failed.
+# table is printed last and written to summary.txt there.
+#
+# Making .whl (on a machine with network; Python 3.12 wheels, pins from
+# requirements/constraints.txt; 11 MiB):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 setuptools==80.9.0 \
+#     addict==2.4.0 yapf==0.43.0 platformdirs==4.14.8 termcolor==3.3.0 terminaltables==3.1.10 \
+#     pycocotools==2.0.11 shapely==2.2.0 model-index==0.1.11 ordered-set==4.1.0 ftfy==6.3.1 \
+#     wcwidth==0.7.0 prettytable==3.18.0 importlib_metadata==10.2.0 lazy-importer==0.1.0 \
+#     mat4py==0.6.0
+#   pip download --no-deps --no-binary=:all: -d .whl mmcv==2.1.0
+#
+# Each step of `measure` is guarded: a failure prints FAILED and the next step runs; the exit
+# status is 1 if any step failed.
 #
 # mmcv 2.1.0 builds unpatched with CUDA 13.0 for sm_90 (13 of its 136 units compiled with
 # nvcc 13.0.88 and torch 2.13's headers: only deprecation warnings, double4/longlong4 and
