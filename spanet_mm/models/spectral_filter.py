@@ -237,6 +237,12 @@ class SpectralPoolingFilter(nn.Module):
                   dtype: torch.dtype = torch.float32) -> _Operators:
         """The operators for one feature size, device and dtype (built once, then shared
         through the bounded table)."""
+        if torch.compiler.is_compiling():
+            # Under torch.compile the operators are built inside the graph (the compiler folds
+            # or fuses their construction), in the separable form: the dense form keeps only
+            # the basis rows the mask weighs, a selection whose size the compiler would have to
+            # treat as data-dependent. The shared table, Python state, stays out of the graph.
+            return _in_dtype(self._build_operators(height, width, device, dense=False), dtype)
         key = (self._config, height, width, device, dtype)
         return _OPERATORS.get_or_build(
             key, lambda: self._build_cached(height, width, device, dtype))
@@ -272,17 +278,14 @@ class SpectralPoolingFilter(nn.Module):
         # Cached tensors must stay usable by autograd even if first built under
         # torch.inference_mode().
         with torch.inference_mode(False), torch.no_grad():
-            ops = self._build_operators(height, width, device)
-            if dtype != torch.float32:
-                ops = _Operators(*(None if t is None else t.to(dtype) for t in ops))
-        return ops
+            return _in_dtype(self._build_operators(height, width, device), dtype)
 
     def _build_operators(self, height: int, width: int, device: torch.device,
-                         traced: bool = False) -> _Operators:
+                         traced: bool = False, dense: bool = True) -> _Operators:
         """The operators of the module docstring for one feature size (float32).
 
         ``traced``: only what the size-independent separable form on contiguous data
-        needs, built from the (traced) size.
+        needs, built from the (traced) size. ``dense=False``: never the 2-D basis.
         """
         reach = int(math.floor(self.radius))
         freq_h = _basis_frequencies(reach, device)
@@ -304,7 +307,7 @@ class SpectralPoolingFilter(nn.Module):
         basis_w = _real_basis(reach, width, device).float()
         num_a = 2 * reach + 1
         basis_2d = basis_2d_t = coef_2d = coef_2d_t = None
-        if not traced and height * width * num_a <= DENSE_LIMIT:
+        if dense and not traced and height * width * num_a <= DENSE_LIMIT:
             # Only the basis products the mask weighs (inside the disk or on its ring, and
             # present on this grid): 13 of 25 for radius 2, 5 of 9 for radius 1. The others
             # have a zero coefficient.
@@ -326,6 +329,13 @@ class SpectralPoolingFilter(nn.Module):
             basis_w_rows=None if traced else basis_w.expand(height, num_a, width),
             basis_w_t_rows=None if traced else basis_w.t().expand(height, width, num_a),
             basis_2d=basis_2d, basis_2d_t=basis_2d_t, coef_2d=coef_2d, coef_2d_t=coef_2d_t)
+
+
+def _in_dtype(ops: _Operators, dtype: torch.dtype) -> _Operators:
+    """The operators in ``dtype`` (themselves when it is float32, their build dtype)."""
+    if dtype == torch.float32:
+        return ops
+    return _Operators(*(None if t is None else t.to(dtype) for t in ops))
 
 
 # Contiguous (N, C, H, W) data: the whole filter, written with explicit mm/bmm on ready-made
