@@ -96,7 +96,7 @@ class SPANetBlock(nn.Module):
         """Whether the residual sums may be folded into the branches' last layers: no
         stochastic depth to apply to the branch alone, and no hooks watching the modules
         that :meth:`_forward_nhwc` does not call as modules (analysis tools)."""
-        if not (isinstance(self.drop_path, nn.Identity) or not self.training):
+        if self.training and not isinstance(self.drop_path, nn.Identity):
             return False
         return not any(is_observed(module) for module in (
             self.token_mixer, self.mlp, self.res_scale1, self.res_scale2, self.drop_path))
