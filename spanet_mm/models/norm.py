@@ -10,6 +10,7 @@ over the whole device, and has a backward of its own that saves only the input a
 numbers per sample, as GroupNorm's does. On the CPU it is ``nn.GroupNorm`` (whose kernel has
 a channels-last path and parallelises well).
 """
+from contextlib import nullcontext
 from typing import Optional, Tuple
 
 import torch
@@ -50,12 +51,10 @@ def one_group_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     Under autocast the result is float32, as autocast runs GroupNorm in float32; otherwise it
     has the dtype of ``x``.
     """
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        with torch.autocast(device_type, enabled=False):
-            return _OneGroupNorm.apply(x.float(), _float(weight), _float(bias), eps)
-    y = _OneGroupNorm.apply(x.float(), _float(weight), _float(bias), eps)
-    return y.to(x.dtype)
+    autocast = torch.is_autocast_enabled(x.device.type)
+    with torch.autocast(x.device.type, enabled=False) if autocast else nullcontext():
+        y = _OneGroupNorm.apply(x.float(), _float(weight), _float(bias), eps)
+    return y if autocast else y.to(x.dtype)
 
 
 def _float(t: Optional[Tensor]) -> Optional[Tensor]:

@@ -32,6 +32,8 @@ from typing import List, Optional
 # Let `python tools/analysis/gpu_checks.py` work from a checkout that is not pip-installed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from spanet_mm.engine.cli import size_arg  # noqa: E402
+
 
 def _set_exact_float32() -> None:
     """No TF32 in matrix products or convolutions: float32 on the GPU is IEEE float32."""
@@ -130,8 +132,7 @@ def correctness(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     amp_name = str(amp_dtype).replace('torch.', '')
-    sizes = [tuple(int(v) for v in s.lower().split('x')) for s in args.sizes]
-    sizes = [s if len(s) == 2 else (s[0], s[0]) for s in sizes]
+    sizes = args.sizes
     checks = []
 
     def record(name, size, errors, tol):
@@ -300,7 +301,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.set_defaults(func=smoke)
     p = sub.add_parser('correctness', help='SPANet-S on the device vs CPU and reference')
     p.add_argument('--device', default='cuda', help='cuda (default) or cpu (a dry run)')
-    p.add_argument('--sizes', nargs='+', default=['224', '333x517'])
+    p.add_argument('--sizes', nargs='+', type=size_arg, default=[(224, 224), (333, 517)])
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--tol-float32', type=float, default=1e-4,
