@@ -1,14 +1,19 @@
 """The benchmark behind tools/analysis/benchmark.py (spanet_mm.analysis.benchmark): contenders,
 interleaved timing, the GEMM calibration and the achieved GMAC/s. No assertion on speed."""
 import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 
 from spanet_mm.analysis.benchmark import (Result, build_contenders, calibrate,
                                           calibration_share, format_report, gemm_gflops,
-                                          peak_memory_mb, reference_of, run_benchmark,
-                                          time_contenders, timing_order)
+                                          interleaved_timings, peak_memory_mb, reference_of,
+                                          run_benchmark, time_contenders, timing_order)
 from spanet_mm.analysis.flops import count_complexity
 from spanet_mm.catalogue import build_backbone, without_filters
 
@@ -77,6 +82,8 @@ def test_benchmark_run(tmp_path, tiny_arch):
             assert r.macs == macs  # the reference counts the same, without its FFTs
         assert r.gmacs_per_s == pytest.approx(
             r.macs * (3 if r.mode == 'train' else 1) / (r.median_ms / 1000) / 1e9)
+    # Page faults are counted for every timed call.
+    assert all(len(r.page_faults) == 3 and min(r.page_faults) >= 0 for r in report.results)
     share = [r for r in report.results if (r.model, r.mode) == ('spanet:tiny', 'forward')][0]
     # The hooks' share of each timed forward: a fraction, one per round.
     assert len(share.filter_share) == 3 and all(0 < s < 1 for s, _ in share.filter_share)
@@ -98,6 +105,39 @@ def test_benchmark_run(tmp_path, tiny_arch):
     first = saved['results'][0]
     assert first['calibration_share'] == pytest.approx(
         2 * first['gmacs_per_s'] / saved['calibration_gflops']['float32'])
+
+
+def test_page_faults_are_counted_per_call():
+    """A call that touches fresh memory above glibc's largest mmap threshold (32 MiB) is
+    charged page faults; one that allocates nothing is charged fewer."""
+    steps = {'touches 64 MiB': lambda: torch.ones(16 * 2**20).sum(), 'idle': lambda: None}
+    times, faults = interleaved_timings(steps, rounds=3, warmup=0)
+    assert all(len(times[name]) == len(faults[name]) == 3 for name in steps)
+    assert statistics.median(faults['touches 64 MiB']) > statistics.median(faults['idle'])
+
+
+def test_steady_allocator_stops_fresh_pages_per_call():
+    """In a process whose glibc maps (and unmaps) every block of 64 KiB or more, a call
+    that allocates 8 MiB faults its pages in each time; after steady_allocator() it reuses
+    the heap. Run in a child process: the setting lasts for the rest of the process."""
+    script = textwrap.dedent('''
+        import statistics, torch
+        from spanet_mm.analysis.benchmark import minor_page_faults, steady_allocator
+        def faults_per_call():
+            counts = []
+            for _ in range(5):
+                before = minor_page_faults()
+                torch.ones(2 * 2**20).sum()
+                counts.append(minor_page_faults() - before)
+            return statistics.median(counts)
+        print(faults_per_call(), steady_allocator(), faults_per_call())
+    ''')
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='65536')
+    out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    before, taken, after = float(out[0]), out[1], float(out[2])
+    assert taken == 'True'
+    assert before >= 1000 and after < before / 10  # 2048 pages of 4 KiB
 
 
 def test_benchmark_amp_runs_in_bfloat16(tiny_arch):

@@ -76,8 +76,9 @@ def test_sizes_cover_both_forms():
 @pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('size', SIZES)
 @pytest.mark.parametrize('radius', [1, 2, 2.5])
-def test_filter_matches_paper(size, radius, layout):
-    x = torch.randn(2, len(BALANCES), *size)
+@pytest.mark.parametrize('batch', [1, 2])
+def test_filter_matches_paper(size, radius, layout, batch):
+    x = torch.randn(batch, len(BALANCES), *size)
     y = SpectralPoolingFilter(radius, BALANCES)(to_layout(x, layout))
     assert y.dtype == torch.float32 and y.shape == x.shape
     torch.testing.assert_close(y.double(), paper_filter(x, radius, BALANCES),
@@ -89,13 +90,14 @@ def test_filter_matches_paper(size, radius, layout):
 
 @pytest.mark.parametrize('size', [(200, 304), (14, 14), (7, 7), (3, 5), (1, 1)])
 @pytest.mark.parametrize('radius', [1, 2])
-def test_filter_nhwc_matches_paper(size, radius):
+@pytest.mark.parametrize('batch', [1, 2])  # one image takes plain products, more batched ones
+def test_filter_nhwc_matches_paper(size, radius, batch):
     """The NHWC form SPAM calls, in float32 and in bfloat16 (its own dtype)."""
     spf = SpectralPoolingFilter(radius, BALANCES)
-    x = torch.randn(2, len(BALANCES), *size)
+    x = torch.randn(batch, len(BALANCES), *size)
     expected = paper_filter(x, radius, BALANCES).permute(0, 2, 3, 1)
     y = spf.filter_nhwc(x.permute(0, 2, 3, 1).contiguous())
-    assert y.dtype == torch.float32 and y.shape == (2, *size, len(BALANCES))
+    assert y.dtype == torch.float32 and y.shape == (batch, *size, len(BALANCES))
     torch.testing.assert_close(y.double(), expected, atol=2e-6, rtol=1e-5)
     half = x.bfloat16()
     y = spf.filter_nhwc(half.permute(0, 2, 3, 1).contiguous())

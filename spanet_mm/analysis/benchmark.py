@@ -9,7 +9,8 @@ What ``tools/analysis/benchmark.py`` runs. Contenders are catalogued backbones
 Method: every contender is built once in this process; each round runs every contender once
 in turn (interleaved, every other round in reverse order, so that load changes hit all
 alike), after ``warmup`` untimed calls each. Reported: median, interquartile range and
-min/max of the rounds' wall-clock times, throughput, and the speed-up over the reference of
+min/max of the rounds' wall-clock times, throughput, the minor page faults each call took
+(memory mapped afresh; see :func:`minor_page_faults`), and the speed-up over the reference of
 the same arch (``reference:ARCH`` for ``spanet*:ARCH``, ``reference-v2:ARCH`` for
 ``spanetv2*:ARCH``). Models have random weights; the speed does not depend on them.
 
@@ -28,6 +29,10 @@ The spectral filter's share of a SPANet forward is given two ways: ``spanet:ARCH
 back to back in every round), and by hooks timing the filter calls inside each forward of
 ``spanet:ARCH``.
 
+The tool fixes glibc's allocator before timing (:func:`steady_allocator`): otherwise
+whether a contender faults in fresh pages on every call depends on what the process freed
+before, which moved ConvNeXt-T's bfloat16 time at 224 by a third between runs.
+
 Peak memory (``memory=True``) runs each case again in a fresh Python process: one untimed
 call, then the gradients are dropped, the kernel's peak-RSS mark is reset
 (``/proc/self/clear_refs``) and the growth of ``VmHWM`` over the RSS before a second call is
@@ -36,6 +41,7 @@ not the weights. The child runs with a fixed glibc mmap threshold, so that freed
 back to the system and the resident set follows the tensors in use. On CUDA the allocator's
 peak is read instead.
 """
+import ctypes
 import json
 import os
 import os.path as osp
@@ -73,6 +79,7 @@ class Result:
     macs: Optional[float] = None
     peak_mb: Optional[float] = None
     filter_share: List[Tuple[float, float]] = field(default_factory=list)  # (share, s)
+    page_faults: List[int] = field(default_factory=list)  # minor faults of each timed call
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.times)
@@ -84,6 +91,11 @@ class Result:
     @property
     def median_ms(self) -> float:
         return 1000 * statistics.median(self.times)
+
+    @property
+    def median_page_faults(self) -> Optional[float]:
+        """Median minor page faults per timed call (None if not counted)."""
+        return statistics.median(self.page_faults) if self.page_faults else None
 
     @property
     def gmacs_per_s(self) -> Optional[float]:
@@ -104,7 +116,8 @@ class Result:
             macs=self.macs, gmacs_per_s=self.gmacs_per_s,
             calibration_share=calibration_share(self, calibration, dtype),
             peak_mb=self.peak_mb, times_ms=[1000 * t for t in self.times],
-            filter_share=self.filter_share)
+            filter_share=self.filter_share, page_faults=self.page_faults,
+            median_page_faults=self.median_page_faults)
 
 
 @dataclass
@@ -242,21 +255,66 @@ def make_step(model: nn.Module, mode: str, x: torch.Tensor,
 
 
 def interleaved_timings(steps: Dict[str, Callable[[], None]], rounds: int,
-                        warmup: int) -> Dict[str, List[float]]:
-    """Wall-clock seconds of each step, run round by round, in turn."""
+                        warmup: int) -> Tuple[Dict[str, List[float]], Dict[str, List[int]]]:
+    """Wall-clock seconds of each step, run round by round, in turn, and the minor page
+    faults the process took during each call (:func:`minor_page_faults`)."""
     for _ in range(warmup):
         for step in steps.values():
             step()
     times: Dict[str, List[float]] = {name: [] for name in steps}
+    faults: Dict[str, List[int]] = {name: [] for name in steps}
     for round_index in range(rounds):
         # Every other round runs in reverse, so that no contender always follows the same
         # one (which would leave it the same caches and the same thermal state).
         order = list(steps.items())
         for name, step in (order if round_index % 2 == 0 else order[::-1]):
+            faults_before = minor_page_faults()
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    return times
+            faults[name].append(minor_page_faults() - faults_before)
+    return times, faults
+
+
+# glibc's mallopt parameters (malloc.h) and its largest mmap threshold on 64-bit machines.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+STEADY_MMAP_THRESHOLD = 32 * 2**20
+STEADY_TRIM_THRESHOLD = 2**30
+
+
+def steady_allocator() -> bool:
+    """Fix glibc's allocator for the rest of this process: blocks up to 32 MiB come from
+    the heap, and freed memory stays with the process (up to 1 GiB) instead of going back to
+    the system.
+
+    By default glibc maps blocks above a threshold afresh (faulting their pages in on every
+    call) and raises that threshold whenever the process frees such a block, so whether a
+    contender pays for fresh pages depends on what ran before it: ConvNeXt-T's bfloat16
+    forward at 224 took 25 or 33 ms in the same process depending on it. With the threshold
+    fixed, every contender runs as a long-lived process that has warmed up would.
+
+    Returns:
+        bool: Whether the settings were taken (False where the C library is not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
+                and mallopt(_M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD))
+
+
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (all its threads).
+
+    Memory that the allocator maps afresh for a call (glibc maps blocks above its mmap
+    threshold, a threshold that moves with what the process has freed before) is faulted in
+    page by page; thousands of faults per call cost milliseconds, and how many a contender
+    takes depends on the process's history. Counting them shows which timings paid for it.
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def timing_order(names: Sequence[str]) -> List[str]:
@@ -423,6 +481,7 @@ def time_contenders(contenders: Dict[str, nn.Module],
                     memory: bool = False, config: Optional[str] = None, threads: int = 2,
                     calibration_size: int = CALIBRATION_SIZE,
                     calibration_reps: int = CALIBRATION_REPS,
+                    steady: bool = False,
                     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
                     ) -> Report:
     """Calibrate, then time built contenders in every mode, size and batch size.
@@ -442,6 +501,8 @@ def time_contenders(contenders: Dict[str, nn.Module],
         threads: ``torch.set_num_threads``.
         calibration_size: Side of the calibration GEMM.
         calibration_reps: Its timed repetitions (the best counts).
+        steady: Fix glibc's allocator first (:func:`steady_allocator`; for the rest of the
+            process), so that no contender's time depends on what ran before it.
         log: Where progress lines go.
     """
     if rounds < 1 or warmup < 0:
@@ -450,6 +511,8 @@ def time_contenders(contenders: Dict[str, nn.Module],
     names = list(contenders)
     dev = next(next(iter(contenders.values())).parameters()).device
     env = environment()
+    env['allocator'] = ('steady (glibc: mmap threshold 32 MiB, no trimming below 1 GiB)'
+                        if steady and steady_allocator() else 'as found')
     if dev.type == 'cuda':
         # The GPU is the machine that matters; the float32 flags say whether matrix products
         # and convolutions may use TF32 (PyTorch's defaults: not the former, the latter).
@@ -473,10 +536,11 @@ def time_contenders(contenders: Dict[str, nn.Module],
                         macs[name, height, width, batch] = forward_macs(contenders[name], x)
                 steps = {name: make_step(contenders[name], mode, x, amp_dtype)
                          for name in timing_order(names)}
-                times = interleaved_timings(steps, rounds, warmup)
+                times, faults = interleaved_timings(steps, rounds, warmup)
                 for name in names:
                     result = Result(name, mode, height, width, batch, times[name],
-                                    macs[name, height, width, batch])
+                                    macs[name, height, width, batch],
+                                    page_faults=faults[name])
                     # Host-side hooks cannot time asynchronous CUDA work.
                     if mode == 'forward' and name.startswith('spanet:') and \
                             dev.type == 'cpu':
@@ -494,11 +558,12 @@ def time_contenders(contenders: Dict[str, nn.Module],
 
 
 def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',
-                  config: Optional[str] = None, **settings) -> Report:
+                  config: Optional[str] = None, steady: bool = True, **settings) -> Report:
     """What ``tools/analysis/benchmark.py`` runs: :func:`build_contenders` by name, then
-    :func:`time_contenders` (whose arguments ``settings`` are)."""
+    :func:`time_contenders` (whose arguments ``settings`` are), with the allocator steady
+    unless ``steady=False``."""
     return time_contenders(build_contenders(models, config, device), config=config,
-                           **settings)
+                           steady=steady, **settings)
 
 
 def format_report(report: Report) -> str:
@@ -513,7 +578,8 @@ def format_report(report: Report) -> str:
                          for dtype, gflops in report.calibration.items())
              + f'; the models ran in {report.dtype}', '']
     head = (f'{"model":<22} {"mode":<8} {"size":>9} {"batch":>5} {"median ms":>10} '
-            f'{"IQR ms":>15} {"min-max ms":>17} {"img/s":>7} {"GMAC/s":>7} {"of cal":>6} '
+            f'{"IQR ms":>15} {"min-max ms":>17} {"img/s":>7} {"faults":>7} {"GMAC/s":>7} '
+            f'{"of cal":>6} '
             f'{"vs ref":>6} {"peak MB":>8}')
     lines += [head, '-' * len(head)]
     notes = []
@@ -526,13 +592,15 @@ def format_report(report: Report) -> str:
         peak = f'{r.peak_mb:.0f}' if r.peak_mb is not None else ''
         iqr = f'{r.quantile(.25) * 1e3:.1f}-{r.quantile(.75) * 1e3:.1f}'
         gmacs = f'{r.gmacs_per_s:.1f}' if r.gmacs_per_s is not None else ''
+        faults = f'{r.median_page_faults:.0f}' if r.median_page_faults is not None else ''
         share = calibration_share(r, report.calibration, report.dtype)
         share_text = f'{100 * share:.0f}%' if share is not None else ''
         lines.append(
             f'{r.model:<22} {r.mode:<8} {f"{r.height}x{r.width}":>9} {r.batch:>5} '
             f'{r.median_ms:>10.1f} {iqr:>15} '
             f'{f"{min(r.times) * 1e3:.1f}-{max(r.times) * 1e3:.1f}":>17} '
-            f'{r.batch * 1000 / r.median_ms:>7.1f} {gmacs:>7} {share_text:>6} {speedup:>6} '
+            f'{r.batch * 1000 / r.median_ms:>7.1f} {faults:>7} {gmacs:>7} {share_text:>6} '
+            f'{speedup:>6} '
             f'{peak:>8}')
         if r.filter_share:
             shares = sorted(s for s, _ in r.filter_share)
@@ -561,6 +629,10 @@ def format_report(report: Report) -> str:
     notes.append('GMAC/s: the forward\'s MACs as tools/analysis/get_flops.py counts them (a '
                  f'training step as {TRAIN_STEP_FORWARDS} forwards) over the median time; '
                  '"of cal": 2 x MAC/s over the calibration GEMM\'s FLOP/s in the same dtype')
+    notes.append('faults: median minor page faults per call (the whole process\'s); memory '
+                 'mapped afresh for each call costs time, and how much a contender gets depends '
+                 'on what the process freed before (glibc\'s moving mmap threshold)')
+    notes.append(f'allocator: {env.get("allocator", "as found")}')
     notes.append(f'load average (1 min) at start {env["loadavg"][0]:.2f}, at end '
                  f'{env.get("loadavg_end", env["loadavg"])[0]:.2f}')
     return '\n'.join(lines + [''] + notes)

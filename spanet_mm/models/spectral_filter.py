@@ -374,6 +374,8 @@ def _analysis_nhwc(x: Tensor, ops: _Operators) -> Tensor:
     n, height, width, c = x.shape
     if ops.basis_2d is not None:
         basis = ops.basis_2d
+        if n == 1:  # a plain product: two tensor operations fewer than the batched one
+            return torch.mm(basis, x.view(height * width, c)).mul_(ops.coef_2d_t).unsqueeze(0)
         z = torch.bmm(basis.expand(n, *basis.shape), x.view(n, height * width, c))
         return z * ops.coef_2d_t
     num_a = ops.basis_h.shape[0]
@@ -390,6 +392,9 @@ def _synthesis_nhwc_(out: Tensor, coefficients: Tensor, ops: _Operators) -> None
     n, height, width, channels = out.shape
     if ops.basis_2d is not None:
         basis_t = ops.basis_2d_t
+        if n == 1:
+            out.view(height * width, channels).addmm_(basis_t, coefficients[0])
+            return
         out.view(n, height * width, channels).baddbmm_(
             basis_t.expand(n, *basis_t.shape), coefficients)
         return

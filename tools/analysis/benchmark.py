@@ -59,6 +59,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '(peak RSS growth), on CUDA the allocator\'s peak during one call')
     parser.add_argument('--calibration-size', type=int, default=CALIBRATION_SIZE,
                         help='side of the calibration GEMM (default %(default)s)')
+    parser.add_argument('--allocator-as-found', action='store_true',
+                        help='leave glibc\'s allocator as the process has it instead of fixing '
+                        'its mmap threshold (then page faults per call vary between runs)')
     parser.add_argument('--json', help='write all results (and each round\'s time) here')
     args = parser.parse_args(argv)
     if args.config and 'config' not in args.models:
@@ -73,7 +76,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     report = run_benchmark(
         args.models, args.device, args.config, sizes=args.sizes, batch_sizes=args.batch_sizes,
         modes=args.mode, rounds=args.rounds, warmup=args.warmup, amp=args.amp,
-        memory=args.memory, threads=args.threads, calibration_size=args.calibration_size)
+        memory=args.memory, threads=args.threads, calibration_size=args.calibration_size,
+        steady=not args.allocator_as_found)
     print(format_report(report))
     if args.json:
         with open(args.json, 'w') as f:
