@@ -307,13 +307,9 @@ def steady_allocator() -> bool:
 
 
 def minor_page_faults() -> int:
-    """Minor page faults of this process so far (all its threads).
-
-    Memory that the allocator maps afresh for a call (glibc maps blocks above its mmap
-    threshold, a threshold that moves with what the process has freed before) is faulted in
-    page by page; thousands of faults per call cost milliseconds, and how many a contender
-    takes depends on the process's history. Counting them shows which timings paid for it.
-    """
+    """Minor page faults of this process so far (all its threads): per call, the pages of
+    memory mapped afresh for it (see :func:`steady_allocator`), thousands of which cost
+    milliseconds."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
@@ -511,7 +507,8 @@ def time_contenders(contenders: Dict[str, nn.Module],
     names = list(contenders)
     dev = next(next(iter(contenders.values())).parameters()).device
     env = environment()
-    env['allocator'] = ('steady (glibc: mmap threshold 32 MiB, no trimming below 1 GiB)'
+    env['allocator'] = (f'steady (glibc: mmap threshold {STEADY_MMAP_THRESHOLD >> 20} MiB, no '
+                        f'trimming below {STEADY_TRIM_THRESHOLD >> 20} MiB)'
                         if steady and steady_allocator() else 'as found')
     if dev.type == 'cuda':
         # The GPU is the machine that matters; the float32 flags say whether matrix products

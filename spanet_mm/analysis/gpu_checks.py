@@ -90,8 +90,7 @@ def run_smoke(device: str) -> int:
     import mmseg
     import mmseg.models  # noqa: F401
     import torchvision
-    from mmcv.ops import get_compiler_version, get_compiling_cuda_version, nms
-    from mmcv.ops import sigmoid_focal_loss
+    from mmcv.ops import get_compiler_version, get_compiling_cuda_version
 
     import spanet_mm
     print(f'imports: {time.perf_counter() - t0:.1f} s')
@@ -105,8 +104,20 @@ def run_smoke(device: str) -> int:
     if device.type == 'cuda':
         print(f'device: {torch.cuda.get_device_name(device)}, capability '
               f'{torch.cuda.get_device_capability(device)}')
-    failures = []
     gen = torch.Generator().manual_seed(0)
+    failures = [name for name, agrees in (('nms', _nms_agrees(device, gen)),
+                                          ('sigmoid_focal_loss',
+                                           _focal_loss_agrees(device, gen)))
+                if not agrees]
+    print('smoke: ' + ('FAILED ' + ', '.join(failures) if failures else 'OK'))
+    return 1 if failures else 0
+
+
+def _nms_agrees(device, gen) -> bool:
+    """Whether ``mmcv.ops.nms`` on ``device`` keeps the boxes torchvision's keeps."""
+    import torch
+    import torchvision
+    from mmcv.ops import nms
     xy = torch.rand(500, 2, generator=gen) * 500
     wh = torch.rand(500, 2, generator=gen) * 80 + 4
     boxes = torch.cat([xy, xy + wh], 1)
@@ -116,10 +127,15 @@ def run_smoke(device: str) -> int:
     same = torch.equal(keep.cpu().sort().values, expected.sort().values)
     print(f'mmcv.ops.nms on {device}: kept {keep.numel()} of 500 boxes, '
           f'{"the same as" if same else "DIFFERENT FROM"} torchvision.ops.nms on the CPU')
-    if not same:
-        failures.append('nms')
-    # sigmoid_focal_loss (what RetinaNet's FocalLoss runs on CUDA, unreduced) against
-    # mmdet's PyTorch version; mmcv has no CPU kernel for it.
+    return same
+
+
+def _focal_loss_agrees(device, gen) -> bool:
+    """Whether ``mmcv.ops.sigmoid_focal_loss`` (what RetinaNet's FocalLoss runs on CUDA,
+    unreduced) on ``device`` agrees with mmdet's PyTorch version; mmcv has no CPU kernel for
+    it, which counts as a failure on CUDA only."""
+    import torch
+    from mmcv.ops import sigmoid_focal_loss
     from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
     logits = torch.randn(300, 80, generator=gen)
     labels = torch.randint(0, 81, (300, ), generator=gen)  # 80 = background
@@ -133,18 +149,13 @@ def run_smoke(device: str) -> int:
         loss.sum().backward()
     except (NotImplementedError, RuntimeError) as error:
         print(f'mmcv.ops.sigmoid_focal_loss on {device}: not available ({error})'[:300])
-        if device.type == 'cuda':
-            failures.append('sigmoid_focal_loss')
-    else:
-        loss_err = relative_error(loss, ref)
-        grad_err = relative_error(pred.grad, ref_pred.grad)
-        print(f'mmcv.ops.sigmoid_focal_loss on {device}: sum {float(loss.sum()):.4f} vs '
-              f'PyTorch {float(ref.sum()):.4f}; relative error of the losses {loss_err:.1e}, '
-              f'of the gradients {grad_err:.1e}')
-        if not (loss_err < 1e-4 and grad_err < 1e-4):
-            failures.append('sigmoid_focal_loss')
-    print('smoke: ' + ('FAILED ' + ', '.join(failures) if failures else 'OK'))
-    return 1 if failures else 0
+        return device.type != 'cuda'
+    loss_err = relative_error(loss, ref)
+    grad_err = relative_error(pred.grad, ref_pred.grad)
+    print(f'mmcv.ops.sigmoid_focal_loss on {device}: sum {float(loss.sum()):.4f} vs '
+          f'PyTorch {float(ref.sum()):.4f}; relative error of the losses {loss_err:.1e}, '
+          f'of the gradients {grad_err:.1e}')
+    return loss_err < 1e-4 and grad_err < 1e-4
 
 
 # -- correctness ------------------------------------------------------------------------------
@@ -192,28 +203,49 @@ def check_correctness(device: str,
         raise ValueError(f'check_correctness needs sizes and a batch >= 1, got sizes {sizes!r}, '
                          f'batch {batch}')
     import torch
-
-    from spanet_mm import SPANet
-    from spanet_mm.catalogue import build_backbone
     _set_exact_float32()
     torch.manual_seed(seed)
     device = torch.device(device)
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
-    amp_name = str(amp_dtype).replace('torch.', '')
     if tol_amp is None:
-        tol_amp = AMP_TOLERANCE[amp_name]
-    checks = []
-
-    def record(name, size, errors, tol):
-        ok = all(e < tol for e in errors) and all(e == e for e in errors)  # NaN fails
-        checks.append(dict(check=name, size=f'{size[0]}x{size[1]}', errors=errors,
-                           max_error=max(errors), tolerance=tol, ok=ok))
-        print(f'{name:<44} {size[0]:>4}x{size[1]:<4} stage errors '
-              + ' '.join(f'{e:.1e}' for e in errors)
-              + f'  (tol {tol:.0e}) {"ok" if ok else "FAILED"}', flush=True)
-
+        tol_amp = AMP_TOLERANCE[_dtype_name(amp_dtype)]
+    checks: List[dict] = []
     t0 = time.perf_counter()
-    # SPANet-S from the catalogue (random init): one copy on the CPU, one on the device.
+    _check_against_cpu(device, sizes, batch, amp_dtype, tol_float32, tol_amp, checks)
+    _check_against_reference(device, sizes, batch, tol_float32, checks)
+    failed = [c for c in checks if not c['ok']]
+    print(f'correctness: {len(checks) - len(failed)}/{len(checks)} checks within tolerance '
+          f'({time.perf_counter() - t0:.1f} s)')
+    if json_path:
+        with open(json_path, 'w') as f:
+            json.dump(dict(device=str(device), torch=torch.__version__,
+                           gpu=torch.cuda.get_device_name(device) if device.type == 'cuda'
+                           else None, batch=batch, checks=checks), f, indent=1)
+    return 1 if failed else 0
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace('torch.', '')
+
+
+def _record(checks: List[dict], name: str, size: Tuple[int, int], errors: List[float],
+            tol: float) -> None:
+    """Add one check (per-stage errors against a tolerance) to ``checks`` and print it."""
+    ok = all(e < tol for e in errors) and all(e == e for e in errors)  # NaN fails
+    checks.append(dict(check=name, size=f'{size[0]}x{size[1]}', errors=errors,
+                       max_error=max(errors), tolerance=tol, ok=ok))
+    print(f'{name:<44} {size[0]:>4}x{size[1]:<4} stage errors '
+          + ' '.join(f'{e:.1e}' for e in errors)
+          + f'  (tol {tol:.0e}) {"ok" if ok else "FAILED"}', flush=True)
+
+
+def _check_against_cpu(device, sizes, batch: int, amp_dtype, tol_float32: float,
+                       tol_amp: float, checks: List[dict]) -> None:
+    """SPANet-S (catalogue, random init) on ``device`` in float32 and under autocast against
+    the same weights on the CPU in float32."""
+    import torch
+
+    from spanet_mm.catalogue import build_backbone
     cpu_model = build_backbone('spanet:s').eval()
     dev_model = copy.deepcopy(cpu_model).to(device).eval()
     for size in sizes:
@@ -226,14 +258,22 @@ def check_correctness(device: str,
         print(f'  outputs at {size[0]}x{size[1]}: '
               + ', '.join('x'.join(map(str, o.shape)) for o in expected)
               + f'; autocast dtypes: {sorted({str(o.dtype) for o in got_amp})}')
-        record(f'spanet:s {device.type} float32 vs cpu float32', size,
-               [relative_error(a, b) for a, b in zip(got, expected)], tol_float32)
+        _record(checks, f'spanet:s {device.type} float32 vs cpu float32', size,
+                [relative_error(a, b) for a, b in zip(got, expected)], tol_float32)
         finite = all(bool(torch.isfinite(o).all()) for o in got_amp)
         errors = [relative_error(a, b) for a, b in zip(got_amp, expected)]
-        record(f'spanet:s {device.type} {amp_name} autocast vs cpu float32', size,
-               errors if finite else [float('nan')] * len(errors), tol_amp)
-    del cpu_model, dev_model
-    # SPANet-S against the paper-literal reference with the same weights, both on the device.
+        _record(checks, f'spanet:s {device.type} {_dtype_name(amp_dtype)} autocast vs cpu '
+                'float32', size, errors if finite else [float('nan')] * len(errors), tol_amp)
+
+
+def _check_against_reference(device, sizes, batch: int, tol: float,
+                             checks: List[dict]) -> None:
+    """SPANet-S against the paper-literal reference with the same weights, both on
+    ``device`` in float32."""
+    import torch
+
+    from spanet_mm import SPANet
+    from spanet_mm.catalogue import build_backbone
     reference = build_backbone('reference:s')
     model = SPANet('s')
     weights, _ = SPANet.from_release_layout(reference.state_dict())
@@ -243,17 +283,8 @@ def check_correctness(device: str,
         x = torch.randn(batch, 3, *size, device=device)
         with torch.no_grad():
             ours, theirs = model(x), reference(x)
-        record(f'spanet:s vs reference:s, {device.type} float32', size,
-               [relative_error(a, b) for a, b in zip(ours, theirs)], tol_float32)
-    failed = [c for c in checks if not c['ok']]
-    print(f'correctness: {len(checks) - len(failed)}/{len(checks)} checks within tolerance '
-          f'({time.perf_counter() - t0:.1f} s)')
-    if json_path:
-        with open(json_path, 'w') as f:
-            json.dump(dict(device=str(device), torch=torch.__version__,
-                           gpu=torch.cuda.get_device_name(device) if device.type == 'cuda'
-                           else None, batch=batch, checks=checks), f, indent=1)
-    return 1 if failed else 0
+        _record(checks, f'spanet:s vs reference:s, {device.type} float32', size,
+                [relative_error(a, b) for a, b in zip(ours, theirs)], tol)
 
 
 # -- data and training logs -------------------------------------------------------------------

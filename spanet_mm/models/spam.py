@@ -1,5 +1,5 @@
 """SPAM: Spectral Pooling Aggregation Modulation, the token mixer of SPANet (Section 4.2)."""
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,19 @@ def nhwc(x: Tensor) -> Tensor:
     """The contiguous (N, H, W, C) view of channels-last (N, C, H, W) data (a copy for other
     layouts)."""
     return x.permute(0, 2, 3, 1).contiguous()
+
+
+def branch_input(x: Tensor, fused: bool) -> Tensor:
+    """The contiguous NHWC view of channels-last ``x``, in the working dtype when the
+    point-wise layers run as oneDNN's kernels (which take a single dtype)."""
+    return nhwc(to_working_dtype(x) if fused else x)
+
+
+def forward_on_nhwc(forward_nhwc: Callable[[Tensor, bool], Tensor], x: Tensor) -> Tensor:
+    """A branch's ``forward_nhwc(x, fused)`` applied to channels-last CPU data ``x``
+    (N, C, H, W); the result is channels-last NCHW again."""
+    fused = fused_inference(x)
+    return forward_nhwc(branch_input(x, fused), fused).permute(0, 3, 1, 2)
 
 
 def conv1x1_nhwc(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -128,9 +141,7 @@ class SPAM(nn.Module):
         if not is_channels_last(x) or x.device.type != 'cpu':
             query = self.dwconv(self.proj_in(x))
             return self.proj_out(query * self.context(query))
-        fused = fused_inference(x)
-        return self.forward_nhwc(nhwc(to_working_dtype(x) if fused else x),
-                                 fused).permute(0, 3, 1, 2)
+        return forward_on_nhwc(self.forward_nhwc, x)
 
     def forward_nhwc(self, x: Tensor, fused: bool, residual: Optional[Tensor] = None,
                      residual_scale: Optional[Tensor] = None) -> Tensor:

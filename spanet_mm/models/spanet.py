@@ -9,9 +9,9 @@ from mmengine.utils import digit_version
 from torch import Tensor, nn
 
 from .base import SpectralBackbone, StateDict, res_scale_or_identity
-from .linear import to_working_dtype
 from .norm import OneGroupNorm
-from .spam import SPAM, fused_inference, is_channels_last, is_observed, nhwc, pointwise
+from .spam import (SPAM, branch_input, forward_on_nhwc, fused_inference, is_channels_last,
+                   is_observed, pointwise)
 
 # torch's CPU GroupNorm backward gained a channels-last kernel in 2.1 (pytorch PR 89485); on
 # 2.13.0 it crashes (segfault) for channels-last input that needs no gradient while the
@@ -40,9 +40,7 @@ class ConvMlp(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != 'cpu' or not is_channels_last(x):
             return self.fc2(self.act(self.fc1(x)))
-        fused = fused_inference(x)
-        return self.forward_nhwc(nhwc(to_working_dtype(x) if fused else x),
-                                 fused).permute(0, 3, 1, 2)
+        return forward_on_nhwc(self.forward_nhwc, x)
 
     def forward_nhwc(self, x: Tensor, fused: bool, residual: Optional[Tensor] = None,
                      residual_scale: Optional[Tensor] = None) -> Tensor:
@@ -111,7 +109,7 @@ class SPANetBlock(nn.Module):
         for norm, branch, res_scale in ((self.norm1, self.token_mixer, self.res_scale1),
                                         (self.norm2, self.mlp, self.res_scale2)):
             normed = norm(stream.permute(0, 3, 1, 2))  # channels-last, like its input
-            normed = nhwc(to_working_dtype(normed) if fused else normed)
+            normed = branch_input(normed, fused)
             stream = branch.forward_nhwc(normed, fused, residual=stream,
                                          residual_scale=getattr(res_scale, 'scale', None))
         return stream.permute(0, 3, 1, 2)
