@@ -14,7 +14,8 @@ from helpers.commands import REPO_ROOT, run_command, tool
 from spanet_mm.analysis import gpu_checks
 from spanet_mm.analysis.gpu_checks import (EmptyTrainingLog, check_correctness,
                                            format_train_stats, make_coco_data, note_line,
-                                           relative_error, train_stats, training_log_entries)
+                                           profile_step, relative_error, train_stats,
+                                           training_log_entries)
 
 TOOL_PATH = tool('analysis/gpu_checks.py')
 SCRIPT_PATH = tool('analysis/gpu_checks.sh')
@@ -214,6 +215,45 @@ def test_train_stats_errors(tmp_path):
         train_stats(str(tmp_path / 'val_only'))
 
 
+# -- profile --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('mode, amp', [('forward', False), ('train', True)])
+def test_profile_step_on_cpu(tmp_path, capsys, mode, amp):
+    out = tmp_path / 'profile.json'
+    rows = profile_step('spanet:s', 'cpu', (32, 48), batch=1, mode=mode, amp=amp, rounds=2,
+                        top=5, json_path=str(out))
+    assert 1 <= len(rows) <= 5
+    times = [r['ms'] for r in rows]
+    assert times == sorted(times, reverse=True) and times[-1] > 0
+    # calls per forward: SPANet-S's 24 blocks each run a depth-wise conv at least, so the
+    # convolutions show once per block and call, not once per profiled round
+    assert all(r['calls'] > 0 for r in rows)
+    assert any(('conv' in r['name'] or 'linear' in r['name'] or r['name'] == 'aten::mm')
+               and r['calls'] >= 4 for r in rows)
+    data = json.loads(out.read_text())
+    assert data['unit'] == 'CPU operator' and data['mode'] == mode
+    assert data['dtype'] == ('bfloat16' if amp else 'float32')
+    assert data['total_ms'] >= sum(times) * (1 - 1e-9)
+    assert sum(r['share'] for r in rows) <= 1 + 1e-9
+    report = capsys.readouterr().out
+    assert report.startswith(f'spanet:s {mode} 32x48 batch 1 {data["dtype"]} on cpu: ')
+    assert note_line('profile', str(out)).startswith(
+        f'{data["total_ms"]:.1f} ms of CPU operator time per call; top ')
+
+
+@pytest.mark.parametrize('kwargs', [dict(batch=0), dict(rounds=0), dict(top=0)])
+def test_profile_step_rejects_empty_runs(kwargs):
+    with pytest.raises(ValueError, match='batch, rounds and top >= 1'):
+        profile_step('spanet:s', 'cpu', (32, 32), **kwargs)
+
+
+def test_profile_step_rejects_unknown_models_and_modes():
+    with pytest.raises(Exception, match='nosuch'):
+        profile_step('nosuch:s', 'cpu', (32, 32))
+    with pytest.raises(ValueError, match='mode must be forward or train'):
+        profile_step('spanet:s', 'cpu', (32, 32), mode='backward')
+
+
 # -- note -----------------------------------------------------------------------------------------
 
 def test_note_lines(tmp_path):
@@ -235,6 +275,11 @@ def test_note_lines(tmp_path):
     assert note_line('fwd', str(fwd)) == (
         'float16: spanet:s 10.0ms (2.50x ref) 500MB, convnext:tiny 8.2ms, reference:s 25.0ms '
         '812MB')
+    profile = tmp_path / 'profile.json'
+    profile.write_text(json.dumps(dict(total_ms=12.77, unit='GPU kernel', rows=[
+        dict(name='conv_depthwise2d_forward_kernel', calls=48, ms=2.3, share=0.18)])))
+    assert note_line('profile', str(profile)) == (
+        '12.8 ms of GPU kernel time per call; top 18% conv_depthwise2d_forward_kernel')
     with pytest.raises(ValueError, match='unknown kind'):
         note_line('speed', str(fwd))
 
@@ -244,7 +289,7 @@ def test_note_lines(tmp_path):
 def test_cli_accepts_the_documented_command_lines(cli):
     documented = re.findall(r'python tools/analysis/gpu_checks.py (.+)', cli.__doc__)
     assert {line.split()[0] for line in documented} == {
-        'smoke', 'correctness', 'make-coco', 'train-stats', 'note'}
+        'smoke', 'correctness', 'make-coco', 'profile', 'train-stats', 'note'}
     for line in documented:
         cli.parse_args(line.split())
 
@@ -263,6 +308,10 @@ def test_cli_defaults(cli):
     args = cli.parse_args(['train-stats', 'wd'])
     assert (args.work_dir, args.label, args.skip, args.batch, args.json) == (
         'wd', 'train', 20, 2, None)
+    args = cli.parse_args(['profile', 'spanet:s'])
+    assert (args.model, args.device, args.size, args.batch, args.mode, args.amp, args.rounds,
+            args.top, args.json) == ('spanet:s', 'cuda', (800, 1216), 2, 'forward', False, 5,
+                                     15, None)
     args = cli.parse_args(['note', 'train', 'out.json:label'])
     assert (args.kind, args.file) == ('train', 'out.json:label')
 
@@ -272,6 +321,8 @@ def test_cli_defaults(cli):
     ['correctness', '--sizes', 'abc'], ['correctness', '--sizes'],
     ['correctness', '--batch', 'two'], ['make-coco'], ['make-coco', 'r', '--size', '8.5'],
     ['train-stats'], ['note', 'speed', 'f.json'], ['note', 'fwd'], ['smoke', '--gpu'],
+    ['profile'], ['profile', 'spanet:s', '--mode', 'backward'], ['profile', 'spanet:s',
+                                                                 '--size', '0'],
 ])
 def test_cli_rejects_bad_command_lines(cli, argv, capsys):
     with pytest.raises(SystemExit) as error:
@@ -342,14 +393,15 @@ def test_script_is_valid_bash():
 def test_every_call_in_the_script_parses(cli, correctness_args):
     calls = _script_calls()
     assert sorted(c.split()[0] for c in calls) == [
-        'correctness', 'make-coco', 'note', 'smoke', 'train-stats']
+        'correctness', 'make-coco', 'note', 'profile', 'smoke', 'smoke', 'train-stats']
     # the note kinds the script's steps ask for (step NAME LIMIT KIND FILE ...)
     text = SCRIPT_PATH.read_text().replace('\\\n', ' ')
     kinds = set(re.findall(r'^\s*step\s+\S+\s+\S+\s+(\S+)\s', text, re.M)) - {'-'}
     assert kinds == set(gpu_checks.NOTE_KINDS)
     variables = dict(DEVICE='cuda', OUT='/out', DATA='/scratch/coco_shapes',
                      TRAIN_IMAGES='128', IMAGE_SIZE='800', wd='/scratch/work_dirs/train',
-                     label='train_spanet_s', file='/out/train.json:train_spanet_s')
+                     label='train_spanet_s', file='/out/train.json:train_spanet_s',
+                     size='800x1216', batch='2', mode='train')
     if correctness_args is not None:
         variables['GC_CORRECTNESS_ARGS'] = correctness_args
     parsed = {}
@@ -368,3 +420,7 @@ def test_every_call_in_the_script_parses(cli, correctness_args):
     assert (stats.work_dir, stats.label, stats.skip, stats.batch, stats.json) == (
         '/scratch/work_dirs/train', 'train_spanet_s', 20, 2, '/out/train.json')
     assert parsed['train'].file == '/out/train.json:train_spanet_s'
+    profile = parsed['profile']
+    assert (profile.model, profile.device, profile.size, profile.batch, profile.mode,
+            profile.amp, profile.json) == ('spanet:s', 'cuda', (800, 1216), 2, 'train', True,
+                                           '/out/train_spanet_s.json')

@@ -10,6 +10,8 @@ on a GPU.
   it is already there.
 * :func:`train_stats` (and :func:`format_train_stats`): time, data_time and memory of a
   training run, from MMEngine's scalars log.
+* :func:`profile_step`: the kernels (on the CPU, the operators) that take the most time in a
+  contender's forward or training step.
 * :func:`note_line`: one line about a result file, for ``gpu_checks.sh``'s summary table.
 
 The checks that run something (smoke, correctness, data) print their report lines as they go,
@@ -30,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 #: non-square one (uneven padding and pooling at every stage).
 CORRECTNESS_SIZES = ((224, 224), (333, 517))
 #: Kinds of result file that :func:`note_line` summarises.
-NOTE_KINDS = ('correctness', 'fwd', 'train')
+NOTE_KINDS = ('correctness', 'fwd', 'train', 'profile')
 # Default largest relative error of autocast against float32, per autocast dtype.
 AMP_TOLERANCE = {'float16': 1e-2, 'bfloat16': 5e-2}
 
@@ -430,6 +432,99 @@ def format_train_stats(stats: Dict) -> str:
             f'{stats["loss_first"]:.3f} -> {stats["loss_last"]:.3f}')
 
 
+# -- profile ----------------------------------------------------------------------------------
+
+def profile_step(name: str,
+                 device: str,
+                 size: Tuple[int, int],
+                 batch: int = 2,
+                 mode: str = 'forward',
+                 amp: bool = False,
+                 rounds: int = 5,
+                 top: int = 15,
+                 json_path: Optional[str] = None) -> List[dict]:
+    """Where a contender's time goes: the kernels of ``rounds`` calls, by time.
+
+    On CUDA the rows are the GPU kernels (their own device time); elsewhere they are the
+    operators' own CPU time. A table of the ``top`` rows is printed, with each row's calls and
+    milliseconds per call of the model and its share of the summed time.
+
+    Args:
+        name (str): A catalogued contender (``FAMILY:ARCH``, see
+            :func:`spanet_mm.catalogue.build_backbone`), built with random weights.
+        device (str): The torch device, e.g. ``'cuda'`` or ``'cpu'``.
+        size (tuple[int, int]): Input (height, width).
+        batch (int): Images per input. Default 2.
+        mode (str): ``'forward'`` (no autograd) or ``'train'`` (forward, backward, SGD step),
+            as in ``tools/analysis/benchmark.py``. Default ``'forward'``.
+        amp (bool): Under autocast (float16 on CUDA, bfloat16 elsewhere). Default False.
+        rounds (int): Profiled calls, after 3 untimed ones. Default 5.
+        top (int): Rows printed and returned. Default 15.
+        json_path (str, optional): Write the settings, the summed time and the rows here.
+
+    Returns:
+        list[dict]: The ``top`` rows, slowest first: ``name``, ``calls`` and ``ms`` (per call
+        of the model) and ``share`` (of the summed time).
+
+    Raises:
+        ValueError: If ``batch``, ``rounds`` or ``top`` is below 1.
+    """
+    if min(batch, rounds, top) < 1:
+        raise ValueError(f'profile_step needs batch, rounds and top >= 1, got {batch}, '
+                         f'{rounds}, {top}')
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from .benchmark import build_contender, make_step
+    device = torch.device(device)
+    on_cuda = device.type == 'cuda'
+    amp_dtype = (torch.float16 if on_cuda else torch.bfloat16) if amp else None
+    model = build_contender(name).to(device)
+    x = torch.randn(batch, 3, *size, device=device)
+    step = make_step(model, mode, x, amp_dtype)
+    for _ in range(3):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(rounds):
+            step()
+    rows = _profile_rows(prof.key_averages(), on_cuda, rounds)
+    total_ms = sum(r['ms'] for r in rows)
+    for r in rows:
+        r['share'] = r['ms'] / total_ms if total_ms else 0.0
+    what = 'GPU kernel' if on_cuda else 'CPU operator'
+    dtype = _dtype_name(amp_dtype) if amp_dtype is not None else 'float32'
+    print(f'{name} {mode} {size[0]}x{size[1]} batch {batch} {dtype} on {device}: '
+          f'{total_ms:.2f} ms of {what} time per call ({rounds} calls profiled)')
+    print(f'{"share":>6} {"ms":>8} {"calls":>6}  {what}')
+    for r in rows[:top]:
+        print(f'{r["share"]:6.1%} {r["ms"]:8.3f} {r["calls"]:6g}  {r["name"][:100]}')
+    if json_path:
+        with open(json_path, 'w') as f:
+            json.dump(dict(model=name, device=str(device), size=list(size), batch=batch,
+                           mode=mode, dtype=dtype, torch=torch.__version__, unit=what,
+                           total_ms=total_ms, rows=rows[:top]), f, indent=1)
+    return rows[:top]
+
+
+def _profile_rows(events, on_cuda: bool, rounds: int) -> List[dict]:
+    """Self time per call of the model, of the kernels on CUDA or the CPU operators."""
+    rows = []
+    for e in events:
+        if on_cuda:
+            # The kernels themselves: operators own no device time beyond what they launch.
+            if getattr(e, 'device_type', None) is None or e.device_type.name != 'CUDA':
+                continue
+            us = getattr(e, 'self_device_time_total', None)
+            if us is None:
+                us = e.self_cuda_time_total
+        else:
+            us = e.self_cpu_time_total
+        if us > 0:
+            rows.append(dict(name=e.key, calls=e.count / rounds, ms=us / 1e3 / rounds))
+    return sorted(rows, key=lambda r: r['ms'], reverse=True)
+
+
 # -- one-line notes for the summary table -------------------------------------------------------
 
 def note_line(kind: str, path: str, label: Optional[str] = None) -> str:
@@ -439,8 +534,9 @@ def note_line(kind: str, path: str, label: Optional[str] = None) -> str:
         kind (str): One of :data:`NOTE_KINDS`: ``'correctness'`` (a json of
             :func:`check_correctness`: the largest error of each kind of check, and how many
             were over their tolerance), ``'fwd'`` (a json of ``tools/analysis/benchmark.py``:
-            each model's median time, its speed against ``reference:s`` and its peak memory)
-            or ``'train'`` (a json of :func:`train_stats`: time, data_time, memory, loss).
+            each model's median time, its speed against ``reference:s`` and its peak
+            memory), ``'train'`` (a json of :func:`train_stats`: time, data_time, memory, loss) or
+            ``'profile'`` (a json of :func:`profile_step`: the summed time and the top row).
         path (str): The json file.
         label (str, optional): For ``'train'``: the run's label in the file.
 
@@ -474,6 +570,10 @@ def note_line(kind: str, path: str, label: Optional[str] = None) -> str:
                 text += f' {r["peak_mb"]:.0f}MB'
             parts.append(text)
         return f'{data["dtype"]}: ' + ', '.join(parts)
+    if kind == 'profile':
+        first = data['rows'][0] if data['rows'] else None
+        return (f'{data["total_ms"]:.1f} ms of {data["unit"]} time per call'
+                + (f'; top {first["share"]:.0%} {first["name"][:48]}' if first else ''))
     stats = data[label]
     return (f'{stats["time_s"]:.3f} s/it, data {stats["data_time_s"]:.3f} s/it, '
             f'{stats["memory_mb"]} MB, loss {stats["loss_first"]:.2f}->'

@@ -10,6 +10,8 @@ Subcommands::
     python tools/analysis/gpu_checks.py correctness --device cuda --json out.json
     # a generated COCO-style dataset (spanet_mm.datasets.make_coco_shapes)
     python tools/analysis/gpu_checks.py make-coco /tmp/coco --num-train 128 --size 800
+    # the kernels that take the most time in a float16 forward at a detection size
+    python tools/analysis/gpu_checks.py profile spanet:s --size 800x1216 --batch 2 --amp
     # time, data_time and memory of a training run, from MMEngine's scalars log
     python tools/analysis/gpu_checks.py train-stats WORK_DIR --skip 20 --json out.json
     # one line about a result file, for gpu_checks.sh's summary table
@@ -58,6 +60,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--size', type=int, default=800)
     p.add_argument('--reuse', action='store_true',
                    help='keep the data in ROOT if it has as many images of this size')
+    p = sub.add_parser('profile', help="the kernels that take a contender's time")
+    p.add_argument('model', help='a catalogued contender, FAMILY:ARCH (e.g. spanet:s)')
+    p.add_argument('--device', default='cuda')
+    p.add_argument('--size', type=size_arg, default=(800, 1216), help='e.g. 224 or 800x1216')
+    p.add_argument('--batch', type=int, default=2)
+    p.add_argument('--mode', choices=['forward', 'train'], default='forward')
+    p.add_argument('--amp', action='store_true',
+                   help='autocast: float16 on CUDA, bfloat16 elsewhere')
+    p.add_argument('--rounds', type=int, default=5)
+    p.add_argument('--top', type=int, default=15)
+    p.add_argument('--json')
     p = sub.add_parser('train-stats', help='time, data_time, memory from a training log')
     p.add_argument('work_dir')
     p.add_argument('--label', default='train')
@@ -83,6 +96,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == 'make-coco':
         gpu_checks.make_coco_data(args.root, num_train=args.num_train, num_val=args.num_val,
                                   size=args.size, reuse=args.reuse)
+        return 0
+    if args.command == 'profile':
+        gpu_checks.profile_step(args.model, args.device, args.size, batch=args.batch,
+                                mode=args.mode, amp=args.amp, rounds=args.rounds,
+                                top=args.top, json_path=args.json)
         return 0
     if args.command == 'train-stats':
         try:

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Checks for one short run on a lent GPU machine (no network there), in two calls.
+# Checks for one short run on a lent GPU machine (no network there): one call, or two.
 #
+#   bash tools/analysis/gpu_checks.sh all       # both below in one call, the build overlapped
 #   bash tools/analysis/gpu_checks.sh build     # wheels -> /tmp/site, mmcv with CUDA ops, smoke
-#   bash tools/analysis/gpu_checks.sh measure   # correctness, forward speed, training steps
+#   bash tools/analysis/gpu_checks.sh measure   # correctness, speed, profiles, training steps
+#
+# `all` saves most of the build's 4-5 minutes of a lease: mmcv compiles in the background (niced,
+# two cores left free) while the steps that need no compiled op run on the GPU, with mmcv's
+# Python part taken from its source tree; the RetinaNet runs wait for the build. The forward
+# figures of `all` are therefore taken beside a compiler: compare them within one run
+# (ratios), or take absolute times from `measure`.
 #
 # The machine gets the working tree and the ignored folder .whl (the wheels of the OpenMMLab
 # stack and its missing dependencies, and mmcv's sdist). Everything built goes under /tmp, which
@@ -21,6 +28,17 @@
 #     mat4py==0.6.0
 #   pip download --no-deps --no-binary=:all: -d .whl mmcv==2.1.0
 #
+# A prebuilt mmcv wheel in .whl (mmcv-2.1.0-cp312-cp312-linux_x86_64.whl, with CUDA ops for the
+# GPU machine's torch) is installed with the others, and no build runs. It can be made on a
+# machine without a GPU that has nvcc of the same CUDA (13.0 here) and Python 3.12, in a venv
+# holding the GPU machine's torch (2.11.0, whose nvidia-* wheels give the cuBLAS/cuSPARSE
+# headers the toolkit may lack; symlink the missing ones into a folder on CPATH):
+#   tar -xzf .whl/mmcv-2.1.0.tar.gz && cd mmcv-2.1.0 && CUDA_HOME=/usr/local/cuda \
+#     CPATH=EXTRA_INCLUDE MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 \
+#     CFLAGS="-O2 -g0 -DNDEBUG" VENV/bin/python setup.py bdist_wheel
+# (-g0: without debug information the wheel is small enough to travel; about 25 minutes on
+# two cores.)
+#
 # Each step of `measure` is guarded: a failure prints FAILED and the next step runs; the exit
 # status is 1 if any step failed.
 #
@@ -32,18 +50,20 @@
 # cuSPARSE headers gets them from the nvidia-* wheels beside torch (cuda_env).
 #
 # Knobs (environment): GC_DEVICE (cuda), GC_STEPS (measure steps, comma-separated, default
-# correctness,fwd_amp,train,train_r50,fwd_fp32), GC_BUDGET_S (360: optional steps start only
-# if they fit), GC_AMP (1), GC_TRAIN_IMAGES (128), GC_IMAGE_SIZE (800), GC_TRAIN_SCALE
-# ("(1333,800)"), GC_REBUILD (0), GC_SITE (/tmp/site), GC_SCRATCH (/tmp/gpu_checks),
-# GC_CALIBRATION (8192), GC_CORRECTNESS_ARGS (extra arguments of gpu_checks.py correctness),
-# GC_FWD_CASES ("224:32 800x1216:2", SIZE:BATCH), GC_FWD_ROUNDS (30 with --amp, 20 without).
+# correctness,fwd_amp,fwd_fp32,bb_train_amp,profile,profile_train,train,train_r50),
+# GC_BUDGET_S (360; 520 for `all`: optional steps start only if they fit), GC_AMP (1),
+# GC_TRAIN_IMAGES (128), GC_IMAGE_SIZE (800), GC_TRAIN_SCALE ("(1333,800)"), GC_REBUILD (0),
+# GC_SITE (/tmp/site), GC_SCRATCH (/tmp/gpu_checks), GC_CALIBRATION (8192),
+# GC_CORRECTNESS_ARGS (extra arguments of gpu_checks.py correctness), GC_FWD_CASES
+# ("224:32 800x1216:2", SIZE:BATCH), GC_FWD_ROUNDS (30 with --amp, 20 without),
+# GC_PROFILE_CASE ("800x1216:2", SIZE:BATCH of the backbone training step and the profiles).
 # A dry run here, without a GPU: GC_DEVICE=cpu GC_AMP=0 GC_STEPS=correctness,train ...
 set -euo pipefail
 
 PHASE=${1:-}
 case "$PHASE" in
-  build|measure) ;;
-  *) echo "usage: bash $0 {build|measure}" >&2; exit 2 ;;
+  all|build|measure) ;;
+  *) echo "usage: bash $0 {all|build|measure}" >&2; exit 2 ;;
 esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -58,13 +78,14 @@ WHL=$REPO/.whl
 MMCV_VERSION=2.1.0
 MMCV_SRC=$SCRATCH/mmcv-$MMCV_VERSION
 DEVICE=${GC_DEVICE:-cuda}
-BUDGET_S=${GC_BUDGET_S:-360}
-STEPS=${GC_STEPS:-correctness,fwd_amp,train,train_r50,fwd_fp32}
+if [ "$PHASE" = all ]; then BUDGET_S=${GC_BUDGET_S:-520}; else BUDGET_S=${GC_BUDGET_S:-360}; fi
+STEPS=${GC_STEPS:-correctness,fwd_amp,fwd_fp32,bb_train_amp,profile,profile_train,train,train_r50}
 DATA=$SCRATCH/coco_shapes
 TRAIN_IMAGES=${GC_TRAIN_IMAGES:-128}
 IMAGE_SIZE=${GC_IMAGE_SIZE:-800}
 TRAIN_SCALE=${GC_TRAIN_SCALE:-(1333,800)}
 FWD_CASES=${GC_FWD_CASES:-224:32 800x1216:2}  # SIZE:BATCH of the forward benchmarks
+PROFILE_CASE=${GC_PROFILE_CASE:-800x1216:2}  # SIZE:BATCH of the training step and the profiles
 # The benchmark's calibration GEMM side: its default 2048 takes ~20 us on an H100 (timer noise).
 CALIBRATION=${GC_CALIBRATION:-8192}
 SUMMARY=$SCRATCH/summary.$PHASE.tsv
@@ -210,7 +231,8 @@ print(c[0] if c else "")')
 
 install_wheels() {
   local t0=$(date +%s)
-  # Only wheels here: mmcv's sdist is built by build_mmcv.
+  # Only wheels here: mmcv's sdist is built by build_mmcv (unless a prebuilt mmcv wheel is
+  # among them: then build_mmcv finds its compiled ops and builds nothing).
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$WHL"/*.whl 2>&1 | grep -v "Running pip as the 'root' user" || true
   # mmpretrain 1.2.0 imports its BLIP models when its dependency check sees transformers
@@ -257,10 +279,11 @@ build_mmcv() {  # LOGFILE
     || { say "no torch, or no ninja on PATH (torch would compile 136 units one by one)"
          return 1; }
   say "building mmcv $MMCV_VERSION with CUDA ops for sm_${MMCV_ARCH/./}," \
-    "$(nproc) jobs (log $log)"
+    "${MMCV_JOBS:-$(nproc)} jobs (log $log)"
   t0=$(date +%s)
   if ! (cd "$MMCV_SRC" && MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$MMCV_ARCH \
-          MAX_JOBS=$(nproc) python3 setup.py build_ext --inplace > "$log" 2>&1); then
+          MAX_JOBS=${MMCV_JOBS:-$(nproc)} ${MMCV_NICE:+nice -n "$MMCV_NICE"} \
+          python3 setup.py build_ext --inplace > "$log" 2>&1); then
     say "mmcv build FAILED after $(( $(date +%s) - t0 ))s; first errors and the end of $log:"
     grep -n -m 20 -A 3 -E 'error|Error' "$log" | head -80 || true
     tail -30 "$log"
@@ -279,8 +302,10 @@ build_mmcv() {  # LOGFILE
       | sort -rn | head -6
   fi
   # Install the built package (its _ext in place) with metadata, as pip would.
-  rm -rf "$SITE/mmcv" "$SITE"/mmcv-*.dist-info
-  cp -a "$MMCV_SRC/mmcv" "$SITE/mmcv"
+  # (copied aside and moved in, so that a step importing mmcv meanwhile never sees half of it)
+  rm -rf "$SITE/mmcv" "$SITE"/mmcv-*.dist-info "$SITE/.mmcv.partial"
+  cp -a "$MMCV_SRC/mmcv" "$SITE/.mmcv.partial"
+  mv "$SITE/.mmcv.partial" "$SITE/mmcv"
   mkdir -p "$SITE/mmcv-$MMCV_VERSION.dist-info"
   printf 'Metadata-Version: 2.1\nName: mmcv\nVersion: %s\n' "$MMCV_VERSION" \
     > "$SITE/mmcv-$MMCV_VERSION.dist-info/METADATA"
@@ -289,9 +314,12 @@ build_mmcv() {  # LOGFILE
   ls -la "$SITE"/mmcv/_ext*.so
 }
 
-make_data() {  # a step: the generated COCO-style data (reused if already there)
+DATA_MADE=0
+make_data() {  # a step: the generated COCO-style data (reused if already there), once a call
+  [ "$DATA_MADE" = 1 ] && return 0
   step data 120 - - python3 tools/analysis/gpu_checks.py make-coco "$DATA" --reuse \
     --num-train "$TRAIN_IMAGES" --num-val 4 --size "$IMAGE_SIZE"
+  DATA_MADE=1
 }
 
 # -- phases ---------------------------------------------------------------------------------
@@ -360,22 +388,9 @@ benchmark() {  # NAME SIZE BATCH ROUNDS LIMIT [--amp]
     --json "$OUT/$name.json"
 }
 
-phase_measure() {
-  report_machine
-  if ! mmcv_ready || ! python3 -c 'import mmdet, mmpretrain, mmseg' > /dev/null 2>&1; then
-    say "the build phase's /tmp is gone (a fresh machine?): installing and building first"
-    install_wheels || { record wheels FAILED 0 ''; RC=1; return; }
-    local t0=$(date +%s)
-    if build_mmcv "$SCRATCH/mmcv_build.log"; then
-      record mmcv_build OK $(( $(date +%s) - t0 )) 'rebuilt in measure'
-    else
-      record mmcv_build FAILED $(( $(date +%s) - t0 )) ''
-      RC=1
-      return
-    fi
-  fi
-  say "budget for optional steps: ${BUDGET_S}s; steps: $STEPS"
-
+# The steps that need no compiled mmcv op: correctness, forward speed, the backbone's training
+# step and the profiles, each if wanted (GC_STEPS).
+gpu_steps() {
   # 1. correctness: CUDA float32 (no TF32) and float16 autocast against the CPU, and against
   #    the paper-literal reference on CUDA.
   if wanted correctness; then
@@ -391,7 +406,43 @@ phase_measure() {
       benchmark "fwd_amp_${case%%:*}" "${case%%:*}" "${case##*:}" "${GC_FWD_ROUNDS:-30}" 180 --amp
     done
   fi
-  # 3. a RetinaNet training step with --amp as a user runs it, SPANet-S then ResNet-50.
+  # 3. the same forwards in float32 (cuDNN's default TF32 convolutions), if time allows.
+  if wanted fwd_fp32; then
+    for case in $FWD_CASES; do
+      if fits 45; then
+        benchmark "fwd_fp32_${case%%:*}" "${case%%:*}" "${case##*:}" "${GC_FWD_ROUNDS:-20}" 120
+      else
+        skip "fwd_fp32_${case%%:*}" "not in the ${BUDGET_S}s budget at $(elapsed)s"
+      fi
+    done
+  fi
+  # 4. the backbones' training step (forward, backward, SGD) under float16 autocast.
+  local size=${PROFILE_CASE%%:*} batch=${PROFILE_CASE##*:}
+  if wanted bb_train_amp; then
+    if fits 45; then
+      benchmark bb_train_amp "$size" "$batch" 10 150 --amp --mode train
+    else
+      skip bb_train_amp "not in the ${BUDGET_S}s budget at $(elapsed)s"
+    fi
+  fi
+  # 5. where SPANet-S's float16 time goes: its kernels in a forward, and in a training step.
+  local mode label
+  for mode in forward train; do
+    label=profile; [ "$mode" = train ] && label=profile_train
+    wanted "$label" || continue
+    if fits 30; then
+      step "$label" 120 profile "$OUT/$label.json" \
+        python3 tools/analysis/gpu_checks.py profile spanet:s --device "$DEVICE" \
+        --size "$size" --batch "$batch" --mode "$mode" --amp --json "$OUT/$label.json"
+    else
+      skip "$label" "not in the ${BUDGET_S}s budget at $(elapsed)s"
+    fi
+  done
+}
+
+# The steps that run mmcv's compiled ops: RetinaNet training steps with --amp as a user runs
+# them, SPANet-S then ResNet-50, on the generated COCO-style data.
+training_steps() {
   if wanted train || wanted train_r50; then
     make_data
   fi
@@ -407,16 +458,67 @@ phase_measure() {
       skip train_r50 "not in the ${BUDGET_S}s budget at $(elapsed)s"
     fi
   fi
-  # 2b. the same forwards in float32 (cuDNN's default TF32 convolutions), if time allows.
-  if wanted fwd_fp32; then
-    for case in $FWD_CASES; do
-      if fits 45; then
-        benchmark "fwd_fp32_${case%%:*}" "${case%%:*}" "${case##*:}" "${GC_FWD_ROUNDS:-20}" 120
-      else
-        skip "fwd_fp32_${case%%:*}" "not in the ${BUDGET_S}s budget at $(elapsed)s"
-      fi
-    done
+}
+
+phase_measure() {
+  report_machine
+  if ! mmcv_ready || ! python3 -c 'import mmdet, mmpretrain, mmseg' > /dev/null 2>&1; then
+    say "the build phase's /tmp is gone (a fresh machine?): installing and building first"
+    install_wheels || { record wheels FAILED 0 ''; RC=1; return; }
+    local t0=$(date +%s)
+    if build_mmcv "$SCRATCH/mmcv_build.log"; then
+      record mmcv_build OK $(( $(date +%s) - t0 )) 'rebuilt in measure'
+    else
+      record mmcv_build FAILED $(( $(date +%s) - t0 )) ''
+      RC=1
+      return
+    fi
   fi
+  say "budget for optional steps: ${BUDGET_S}s; steps: $STEPS"
+  gpu_steps
+  training_steps
+}
+
+phase_all() {
+  report_machine
+  local t0=$(date +%s)
+  if install_wheels; then
+    record wheels OK $(( $(date +%s) - t0 )) "$(ls "$WHL"/*.whl | wc -l) wheels -> $SITE"
+  else
+    record wheels FAILED $(( $(date +%s) - t0 )) ''
+    RC=1
+    return
+  fi
+  [ -f "$MMCV_SRC/setup.py" ] || tar -xzf "$WHL/mmcv-$MMCV_VERSION.tar.gz" -C "$SCRATCH"
+  # Until the built package lands in $SITE, mmcv's Python part comes from its source tree:
+  # enough for the backbones, the benchmark and the correctness check.
+  export PYTHONPATH=$PYTHONPATH:$MMCV_SRC
+  local jobs=$(nproc) rc_file=$SCRATCH/mmcv_build.rc
+  [ "$jobs" -gt 4 ] && jobs=$(( jobs - 2 ))
+  rm -f "$rc_file"
+  say "mmcv builds in the background ($jobs jobs, niced; its output in $OUT/mmcv_build.out)"
+  # (the status goes to its own file: build_mmcv's report goes to mmcv_build.out)
+  ( if MMCV_JOBS=$jobs MMCV_NICE=10 build_mmcv "$OUT/mmcv_build.log"; then echo 0 > "$rc_file"
+    else echo 1 > "$rc_file"; fi ) > "$OUT/mmcv_build.out" 2>&1 &
+  local build_pid=$!
+  say "budget for optional steps: ${BUDGET_S}s; steps: $STEPS"
+  gpu_steps
+  if wanted train || wanted train_r50; then
+    make_data
+  fi
+  say "waiting for the mmcv build"
+  wait "$build_pid" || true
+  cat "$OUT/mmcv_build.out"
+  if [ "$(cat "$rc_file" 2>/dev/null)" = 0 ]; then
+    record mmcv_build OK $(( $(date +%s) - t0 )) \
+      "in the background, $jobs jobs; done at $(elapsed)s"
+  else
+    record mmcv_build FAILED $(( $(date +%s) - t0 )) "see mmcv_build.out, mmcv_build.log"
+    RC=1
+    return
+  fi
+  step smoke 120 - - python3 tools/analysis/gpu_checks.py smoke --device "$DEVICE"
+  training_steps
 }
 
 main() {
