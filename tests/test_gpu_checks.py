@@ -241,6 +241,27 @@ def test_profile_step_on_cpu(tmp_path, capsys, mode, amp):
         f'{data["total_ms"]:.1f} ms of CPU operator time per call; top ')
 
 
+def test_profile_rows_on_cuda_keep_the_kernels_only():
+    """On CUDA the rows are the kernels' own device time; operators (CPU events) are left
+    out, and so are events without device time."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(key, device, us, count):
+        return SimpleNamespace(key=key, device_type=device, self_device_time_total=us,
+                               self_cpu_time_total=999.0, count=count)
+    events = [event('aten::conv2d', DeviceType.CPU, 0.0, 10),
+              event('dw_kernel', DeviceType.CUDA, 2000.0, 96),
+              event('gemm_kernel', DeviceType.CUDA, 6000.0, 20),
+              event('idle_kernel', DeviceType.CUDA, 0.0, 2)]
+    rows = gpu_checks._profile_rows(events, on_cuda=True, rounds=2)
+    assert rows == [dict(name='gemm_kernel', calls=10, ms=3.0),
+                    dict(name='dw_kernel', calls=48, ms=1.0)]
+    cpu_rows = gpu_checks._profile_rows(events, on_cuda=False, rounds=2)
+    assert [r['ms'] for r in cpu_rows] == [0.4995] * 4
+
+
 @pytest.mark.parametrize('kwargs', [dict(batch=0), dict(rounds=0), dict(top=0)])
 def test_profile_step_rejects_empty_runs(kwargs):
     with pytest.raises(ValueError, match='batch, rounds and top >= 1'):
@@ -424,3 +445,34 @@ def test_every_call_in_the_script_parses(cli, correctness_args):
     assert (profile.model, profile.device, profile.size, profile.batch, profile.mode,
             profile.amp, profile.json) == ('spanet:s', 'cuda', (800, 1216), 2, 'train', True,
                                            '/out/train_spanet_s.json')
+
+
+@pytest.mark.slow
+def test_script_all_phase_runs_its_steps_on_cpu(tmp_path):
+    """``gpu_checks.sh all`` end to end on the CPU: no wheels to install and an mmcv with its
+    compiled ops already in the site folder (as a prebuilt wheel leaves it), so the build is
+    skipped; correctness and a profile run, then the smoke test and a short RetinaNet run."""
+    import mmcv
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'mmcv').symlink_to(os.path.dirname(mmcv.__file__))
+    wheels = tmp_path / 'wheels'
+    wheels.mkdir()
+    out = tmp_path / 'out'
+    env = dict(os.environ, OUT=str(out), GC_DEVICE='cpu', GC_AMP='0', GC_WHEELS=str(wheels),
+               GC_SITE=str(site), GC_SCRATCH=str(tmp_path / 'scratch'),
+               GC_STEPS='correctness,profile,train', GC_CORRECTNESS_ARGS='--sizes 32',
+               GC_PROFILE_CASE='32:1', GC_TRAIN_IMAGES='4', GC_IMAGE_SIZE='64',
+               GC_TRAIN_SCALE='(64,64)')
+    proc = subprocess.run(['bash', str(SCRIPT_PATH), 'all'], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    summary = (out / 'summary.txt').read_text()
+    assert proc.returncode == 0, summary + proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'already in' in (out / 'mmcv_build.out').read_text()
+    lines = summary.strip().splitlines()
+    table = lines[[i for i, line in enumerate(lines) if line.startswith('----')][0] + 1:-1]
+    steps = [line.split()[0] for line in table]
+    assert steps[:6] == ['wheels', 'correctness', 'profile', 'mmcv_build', 'smoke', 'data']
+    assert 'train_spanet_s' in steps and summary.rstrip().endswith('ALL OK')
+    assert json.loads((out / 'profile.json').read_text())['unit'] == 'CPU operator'
+    assert json.loads((out / 'train.json').read_text())['train_spanet_s']['time_s'] > 0

@@ -53,7 +53,7 @@
 # correctness,fwd_amp,fwd_fp32,bb_train_amp,profile,profile_train,train,train_r50),
 # GC_BUDGET_S (360; 520 for `all`: optional steps start only if they fit), GC_AMP (1),
 # GC_TRAIN_IMAGES (128), GC_IMAGE_SIZE (800), GC_TRAIN_SCALE ("(1333,800)"), GC_REBUILD (0),
-# GC_SITE (/tmp/site), GC_SCRATCH (/tmp/gpu_checks), GC_CALIBRATION (8192),
+# GC_WHEELS (.whl), GC_SITE (/tmp/site), GC_SCRATCH (/tmp/gpu_checks), GC_CALIBRATION (8192),
 # GC_CORRECTNESS_ARGS (extra arguments of gpu_checks.py correctness), GC_FWD_CASES
 # ("224:32 800x1216:2", SIZE:BATCH), GC_FWD_ROUNDS (30 with --amp, 20 without),
 # GC_PROFILE_CASE ("800x1216:2", SIZE:BATCH of the backbone training step and the profiles).
@@ -74,7 +74,7 @@ OUT=$(cd "$OUT" && pwd)
 SITE=${GC_SITE:-/tmp/site}
 SCRATCH=${GC_SCRATCH:-/tmp/gpu_checks}
 mkdir -p "$SCRATCH"
-WHL=$REPO/.whl
+WHL=${GC_WHEELS:-$REPO/.whl}
 MMCV_VERSION=2.1.0
 MMCV_SRC=$SCRATCH/mmcv-$MMCV_VERSION
 DEVICE=${GC_DEVICE:-cuda}
@@ -314,27 +314,28 @@ build_mmcv() {  # LOGFILE
   ls -la "$SITE"/mmcv/_ext*.so
 }
 
-DATA_MADE=0
-make_data() {  # a step: the generated COCO-style data (reused if already there), once a call
-  [ "$DATA_MADE" = 1 ] && return 0
+make_data() {  # a step: the generated COCO-style data (reused if already there)
   step data 120 - - python3 tools/analysis/gpu_checks.py make-coco "$DATA" --reuse \
     --num-train "$TRAIN_IMAGES" --num-val 4 --size "$IMAGE_SIZE"
-  DATA_MADE=1
 }
 
 # -- phases ---------------------------------------------------------------------------------
 
-phase_build() {
-  report_machine
+wheels_step() {  # install_wheels, recorded in the summary; status 1 (and RC=1) if it failed
   local t0=$(date +%s)
   if install_wheels; then
     record wheels OK $(( $(date +%s) - t0 )) "$(ls "$WHL"/*.whl | wc -l) wheels -> $SITE"
   else
     record wheels FAILED $(( $(date +%s) - t0 )) ''
     RC=1
-    return
+    return 1
   fi
-  t0=$(date +%s)
+}
+
+phase_build() {
+  report_machine
+  wheels_step || return 0
+  local t0=$(date +%s)
   MMCV_BUILD_S=''
   if build_mmcv "$OUT/mmcv_build.log"; then
     record mmcv_build OK $(( $(date +%s) - t0 )) \
@@ -481,15 +482,11 @@ phase_measure() {
 
 phase_all() {
   report_machine
+  wheels_step || return 0
   local t0=$(date +%s)
-  if install_wheels; then
-    record wheels OK $(( $(date +%s) - t0 )) "$(ls "$WHL"/*.whl | wc -l) wheels -> $SITE"
-  else
-    record wheels FAILED $(( $(date +%s) - t0 )) ''
-    RC=1
-    return
+  if [ ! -f "$MMCV_SRC/setup.py" ] && [ -f "$WHL/mmcv-$MMCV_VERSION.tar.gz" ]; then
+    tar -xzf "$WHL/mmcv-$MMCV_VERSION.tar.gz" -C "$SCRATCH"
   fi
-  [ -f "$MMCV_SRC/setup.py" ] || tar -xzf "$WHL/mmcv-$MMCV_VERSION.tar.gz" -C "$SCRATCH"
   # Until the built package lands in $SITE, mmcv's Python part comes from its source tree:
   # enough for the backbones, the benchmark and the correctness check.
   export PYTHONPATH=$PYTHONPATH:$MMCV_SRC
@@ -503,9 +500,7 @@ phase_all() {
   local build_pid=$!
   say "budget for optional steps: ${BUDGET_S}s; steps: $STEPS"
   gpu_steps
-  if wanted train || wanted train_r50; then
-    make_data
-  fi
+  # (the data too waits: its COCO writer imports mmdet's datasets, and so mmcv's ops)
   say "waiting for the mmcv build"
   wait "$build_pid" || true
   cat "$OUT/mmcv_build.out"
