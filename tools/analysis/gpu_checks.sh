@@ -332,19 +332,23 @@ wheels_step() {  # install_wheels, recorded in the summary; status 1 (and RC=1) 
   fi
 }
 
-phase_build() {
-  report_machine
-  wheels_step || return 0
+build_step() {  # LOG: build_mmcv in the foreground, recorded; status 1 (and RC=1) if it failed
   local t0=$(date +%s)
   MMCV_BUILD_S=''
-  if build_mmcv "$OUT/mmcv_build.log"; then
+  if build_mmcv "$1"; then
     record mmcv_build OK $(( $(date +%s) - t0 )) \
       "${MMCV_BUILD_S:+compile ${MMCV_BUILD_S}s wall, }TORCH_CUDA_ARCH_LIST=${MMCV_ARCH:-}"
   else
-    record mmcv_build FAILED $(( $(date +%s) - t0 )) "see mmcv_build.log"
+    record mmcv_build FAILED $(( $(date +%s) - t0 )) "see $(basename "$1")"
     RC=1
-    return
+    return 1
   fi
+}
+
+phase_build() {
+  report_machine
+  wheels_step || return 0
+  build_step "$OUT/mmcv_build.log" || return 0
   step imports 120 - - python3 -c "import mmcv.ops, mmdet.models, mmpretrain.models, \
 mmseg.models, spanet_mm; from mmcv.ops import nms, sigmoid_focal_loss; print('imports OK')"
   step smoke 120 - - python3 tools/analysis/gpu_checks.py smoke --device "$DEVICE"
@@ -465,15 +469,8 @@ phase_measure() {
   report_machine
   if ! mmcv_ready || ! python3 -c 'import mmdet, mmpretrain, mmseg' > /dev/null 2>&1; then
     say "the build phase's /tmp is gone (a fresh machine?): installing and building first"
-    install_wheels || { record wheels FAILED 0 ''; RC=1; return; }
-    local t0=$(date +%s)
-    if build_mmcv "$SCRATCH/mmcv_build.log"; then
-      record mmcv_build OK $(( $(date +%s) - t0 )) 'rebuilt in measure'
-    else
-      record mmcv_build FAILED $(( $(date +%s) - t0 )) ''
-      RC=1
-      return
-    fi
+    wheels_step || return 0
+    build_step "$OUT/mmcv_build.log" || return 0
   fi
   say "budget for optional steps: ${BUDGET_S}s; steps: $STEPS"
   gpu_steps
