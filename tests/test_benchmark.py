@@ -1,5 +1,6 @@
 """The benchmark behind tools/analysis/benchmark.py (spanet_mm.analysis.benchmark): contenders,
 interleaved timing, the GEMM calibration and the achieved GMAC/s. No assertion on speed."""
+import copy
 import json
 import os
 import statistics
@@ -10,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from spanet_mm.analysis.benchmark import (Result, build_contenders, calibrate,
+from spanet_mm.analysis.benchmark import (Result, build_contender, build_contenders, calibrate,
                                           calibration_share, format_report, gemm_gflops,
                                           interleaved_timings, peak_memory_mb, reference_of,
                                           run_benchmark, time_contenders, timing_order)
@@ -105,6 +106,48 @@ def test_benchmark_run(tmp_path, tiny_arch):
     first = saved['results'][0]
     assert first['calibration_share'] == pytest.approx(
         2 * first['gmacs_per_s'] / saved['calibration_gflops']['float32'])
+
+
+def test_amp_weights_twin_is_its_base_in_the_autocast_dtype():
+    built = build_contenders(['convnext:atto@amp-weights', 'convnext:atto'])
+    assert list(built) == ['convnext:atto@amp-weights', 'convnext:atto']
+    base, twin = built['convnext:atto'], built['convnext:atto@amp-weights']
+    assert {p.dtype for p in base.parameters()} == {torch.float32}
+    # Built from the base's very weights (whatever order they are listed in), converted.
+    assert all(t.dtype == torch.bfloat16 and torch.equal(t, b.bfloat16())
+               for t, b in zip(twin.parameters(), base.parameters()))
+    assert reference_of('spanet:s@amp-weights') is None
+    # Alone, a twin is built by name.
+    alone = build_contender('spanet:s@amp-weights')
+    assert {p.dtype for p in alone.parameters()} == {torch.bfloat16}
+
+
+def test_amp_weights_twin_is_timed_under_autocast(tiny_arch):
+    spanet = build_backbone('spanet', arch=tiny_arch)
+    twin = copy.deepcopy(spanet).bfloat16()
+    report = time_contenders({'spanet:tiny': spanet, 'spanet:tiny@amp-weights': twin},
+                             sizes=[(64, 64)], rounds=2, warmup=0, amp=True,
+                             calibration_size=32, calibration_reps=1, log=lambda line: None)
+    base, bound = report.results
+    assert bound.model == 'spanet:tiny@amp-weights' and bound.macs == base.macs > 0
+    # The filter's hooks ran under the same autocast (bfloat16 weights take no float32
+    # input without it).
+    assert len(bound.filter_share) == 2 and all(0 < s < 1 for s, _ in bound.filter_share)
+    rows = format_report(report).splitlines()
+    head = next(line for line in rows if line.startswith('model '))
+    row = next(line for line in rows if line.startswith('spanet:tiny@amp-weights '))
+    assert head.index(' mode') == row.index(' forward')  # the columns line up
+
+
+def test_amp_weights_need_amp_and_forward_mode():
+    with pytest.raises(ValueError, match=r'run with amp \(--amp\)'):
+        # Refused before anything is built (the config contender would fail to build).
+        run_benchmark(['config@amp-weights'], rounds=1, log=lambda line: None)
+    with pytest.raises(ValueError, match='forward mode only'):
+        run_benchmark(['spanet:s@amp-weights'], amp=True, modes=['forward', 'train'],
+                      rounds=1, log=lambda line: None)
+    with pytest.raises(ValueError, match='NAME or NAME@amp-weights'):
+        run_benchmark(['spanet:s@fp8'], amp=True, rounds=1, log=lambda line: None)
 
 
 def test_page_faults_are_counted_per_call():

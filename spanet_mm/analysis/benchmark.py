@@ -4,7 +4,10 @@ What ``tools/analysis/benchmark.py`` runs. Contenders are catalogued backbones
 (:mod:`spanet_mm.catalogue`, ``FAMILY:ARCH``: ``spanet:s``, ``reference:s``,
 ``spanet-nofilter:s``, ``spanet-cp:s``, ``spanetv2:s18_pure``, ``reference-v2:s18_pure``,
 ``convnext:tiny``, ``swin:tiny``, ``poolformer:s24``, ...) and ``config``, the
-``model.backbone`` of a config file.
+``model.backbone`` of a config file. ``NAME@amp-weights`` is contender ``NAME`` with its
+weights stored in the autocast dtype (bfloat16 on CPU, float16 on CUDA; with ``amp``, forward
+only): the same forward without the conversion of every weight at every call that autocast
+(and oneDNN's point-wise kernels) make, i.e. the most a cache of converted weights could save.
 
 Method: every contender is built once in this process; each round runs every contender once
 in turn (interleaved, every other round in reverse order, so that load changes hit all
@@ -41,6 +44,7 @@ not the weights. The child runs with a fixed glibc mmap threshold, so that freed
 back to the system and the resident set follows the tensors in use. On CUDA the allocator's
 peak is read instead.
 """
+import copy
 import ctypes
 import json
 import os
@@ -63,6 +67,8 @@ DEFAULT_MODELS = ('spanet:s', 'reference:s', 'spanet-nofilter:s', 'convnext:tiny
 # The calibration GEMM: n x n by n x n.
 CALIBRATION_SIZE = 2048
 CALIBRATION_REPS = 5
+# Suffix of a contender whose weights are stored in the autocast dtype.
+AMP_WEIGHTS = '@amp-weights'
 # A training step's MACs in forwards (forward, backward of input and weight gradients).
 TRAIN_STEP_FORWARDS = 3
 
@@ -182,22 +188,43 @@ def _synchronize(device: torch.device) -> None:
 
 # -- building contenders ------------------------------------------------------------------
 
-def build_contender(name: str, config: Optional[str] = None) -> nn.Module:
+def build_contender(name: str, config: Optional[str] = None,
+                    device: str = 'cpu') -> nn.Module:
     """A catalogued backbone (``FAMILY:ARCH``) or, for ``config``, the ``model.backbone`` of
-    the config file ``config``; in eval mode with random weights."""
-    if name == 'config':
+    the config file ``config``, with random weights, in eval mode, on ``device``; for
+    ``NAME@amp-weights`` with its weights in the autocast dtype of ``device``."""
+    base, amp_weights = split_amp_weights(name)
+    if base == 'config':
         if config is None:
             raise ValueError('the contender "config" needs a config file (--config PATH)')
         from ..codebases import build_model, load_config
-        return build_model(load_config(config), 'backbone')
-    return build_backbone(name)
+        model = build_model(load_config(config), 'backbone')
+    else:
+        model = build_backbone(base)
+    model = model.to(device)
+    return model.to(amp_dtype_of(torch.device(device))) if amp_weights else model
+
+
+def split_amp_weights(name: str) -> Tuple[str, bool]:
+    """``'spanet:s@amp-weights'`` -> ``('spanet:s', True)``; ``'spanet:s'`` -> ``('spanet:s',
+    False)``."""
+    base, marker, suffix = name.partition('@')
+    if marker and marker + suffix != AMP_WEIGHTS:
+        raise ValueError(f'A contender is NAME or NAME{AMP_WEIGHTS}; got {name!r}')
+    return base, bool(marker)
+
+
+def amp_dtype_of(device: torch.device) -> torch.dtype:
+    """The autocast dtype the benchmark uses on ``device``'s type."""
+    return torch.float16 if device.type == 'cuda' else torch.bfloat16
 
 
 def reference_of(name: str) -> Optional[str]:
     """The paper-literal reference a contender is compared with (``None`` if it has none)."""
-    if name == 'config':
+    base, amp_weights = split_amp_weights(name)
+    if base == 'config' or amp_weights:  # the weights' dtype is what such a twin is about
         return None
-    family, arch = split_name(name)
+    family, arch = split_name(base)
     if family.startswith('spanetv2') or family == 'reference-v2':
         return f'reference-v2:{arch}'
     if family.startswith('spanet') or family == 'reference':
@@ -206,8 +233,11 @@ def reference_of(name: str) -> Optional[str]:
 
 
 def forward_macs(model: nn.Module, x: torch.Tensor) -> float:
-    """Headline MACs of ``model(x)`` as ``tools/analysis/get_flops.py`` counts them."""
+    """Headline MACs of ``model(x)`` as ``tools/analysis/get_flops.py`` counts them (of a
+    float32 copy for a model whose weights are not float32)."""
     from .flops import count_complexity
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        model = copy.deepcopy(model).float()
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -324,11 +354,12 @@ def timing_order(names: Sequence[str]) -> List[str]:
     return order
 
 
-def filter_time_share(model: nn.Module, x: torch.Tensor,
-                      rounds: int) -> List[Tuple[float, float]]:
-    """Per forward, the share of its wall-clock time spent inside the Spectral Pooling
-    Filter modules (timed by hooks around each call, in the same forward, so that load
-    changes between rounds cancel out), and the forward's time."""
+def filter_time_share(model: nn.Module, x: torch.Tensor, rounds: int,
+                      amp_dtype: Optional[torch.dtype] = None) -> List[Tuple[float, float]]:
+    """Per forward (under autocast to ``amp_dtype`` if given, as the timed ones), the share of
+    its wall-clock time spent inside the Spectral Pooling Filter modules (timed by hooks
+    around each call, in the same forward, so that load changes between rounds cancel out),
+    and the forward's time."""
     from spanet_mm.models import SpectralPoolingFilter
     spent = [0.0]
     started: List[float] = []
@@ -344,7 +375,8 @@ def filter_time_share(model: nn.Module, x: torch.Tensor,
                                              m.register_forward_hook(after))]
     shares = []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=amp_dtype,
+                                             enabled=amp_dtype is not None):
             model.eval()
             model(x)  # warm-up
             for _ in range(rounds):
@@ -455,18 +487,23 @@ def _cpu_name() -> str:
 
 def build_contenders(models: Sequence[str], config: Optional[str] = None,
                      device: str = 'cpu') -> Dict[str, nn.Module]:
-    """Build every contender once (each ``spanet-nofilter:ARCH`` from the very weights of
-    ``spanet:ARCH`` when that is a contender too), on ``device``."""
+    """Build every contender once, on ``device``: each ``spanet-nofilter:ARCH`` from the very
+    weights of ``spanet:ARCH``, and each ``NAME@amp-weights`` from those of ``NAME``, when
+    that is a contender too."""
     if not models:
         raise ValueError('no contender given')
     built: Dict[str, nn.Module] = {}
-    for name in timing_order(models):  # each spanet:ARCH before its filter-less self
+    # Each spanet:ARCH before its filter-less self, each NAME before its twins.
+    for name in sorted(timing_order(models), key=lambda name: AMP_WEIGHTS in name):
         partner = 'spanet:' + name.partition(':')[2]
+        base, amp_weights = split_amp_weights(name)
         if name.startswith('spanet-nofilter:') and partner in built:
             # "Without the filter" means the very same model (weights and all) without it.
             built[name] = without_filters(built[partner])
+        elif amp_weights and base in built:
+            built[name] = copy.deepcopy(built[base]).to(amp_dtype_of(torch.device(device)))
         else:
-            built[name] = build_contender(name, config).to(device)
+            built[name] = build_contender(name, config, device)
     return {name: built[name] for name in models}
 
 
@@ -519,7 +556,8 @@ def time_contenders(contenders: Dict[str, nn.Module],
     log(f'torch {env["torch"]}, {env["threads"]} threads, {env["cpus"]} CPUs ({env["cpu"]}), '
         + (f'{env["gpu"]} (CUDA {env["cuda"]}), ' if 'gpu' in env else '')
         + f'load average {env["loadavg"][0]:.2f} at start')
-    amp_dtype = (torch.float16 if dev.type == 'cuda' else torch.bfloat16) if amp else None
+    amp_dtype = amp_dtype_of(dev) if amp else None
+    _check_amp_weights(names, amp_dtype, modes)
     calibration = calibrate([torch.float32, torch.float16 if dev.type == 'cuda' else
                              torch.bfloat16], calibration_size, calibration_reps, dev)
     results = []
@@ -541,7 +579,8 @@ def time_contenders(contenders: Dict[str, nn.Module],
                     # Host-side hooks cannot time asynchronous CUDA work.
                     if mode == 'forward' and name.startswith('spanet:') and \
                             dev.type == 'cpu':
-                        result.filter_share = filter_time_share(contenders[name], x, rounds)
+                        result.filter_share = filter_time_share(contenders[name], x, rounds,
+                                                                amp_dtype)
                     if memory and dev.type == 'cuda':
                         result.peak_mb = cuda_peak_memory_mb(steps[name], dev)
                     elif memory:
@@ -554,11 +593,25 @@ def time_contenders(contenders: Dict[str, nn.Module],
     return Report(results, calibration, _dtype_name(amp_dtype or torch.float32), env)
 
 
+def _check_amp_weights(names: Sequence[str], amp_dtype: Optional[torch.dtype],
+                       modes: Sequence[str]) -> None:
+    twins = [name for name in names if split_amp_weights(name)[1]]
+    if twins and amp_dtype is None:
+        raise ValueError(f'{", ".join(twins)}: weights stored in the autocast dtype take '
+                         'float32 input through autocast only; run with amp (--amp)')
+    if twins and set(modes) != {'forward'}:
+        raise ValueError(f'{", ".join(twins)}: a training step would update weights stored '
+                         f'in {_dtype_name(amp_dtype)}; time them in forward mode only')
+
+
 def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',
                   config: Optional[str] = None, steady: bool = True, **settings) -> Report:
     """What ``tools/analysis/benchmark.py`` runs: :func:`build_contenders` by name, then
     :func:`time_contenders` (whose arguments ``settings`` are), with the allocator steady
     unless ``steady=False``."""
+    # Settings that would fail after the (slow) builds fail before them.
+    _check_amp_weights(models, amp_dtype_of(torch.device(device)) if settings.get('amp')
+                       else None, settings.get('modes', ('forward', )))
     return time_contenders(build_contenders(models, config, device), config=config,
                            steady=steady, **settings)
 
@@ -574,7 +627,8 @@ def format_report(report: Report) -> str:
              + ', '.join(f'{dtype} GEMM {gflops:.1f} GFLOP/s'
                          for dtype, gflops in report.calibration.items())
              + f'; the models ran in {report.dtype}', '']
-    head = (f'{"model":<22} {"mode":<8} {"size":>9} {"batch":>5} {"median ms":>10} '
+    name_width = max([22] + [len(r.model) for r in results])
+    head = (f'{"model":<{name_width}} {"mode":<8} {"size":>9} {"batch":>5} {"median ms":>10} '
             f'{"IQR ms":>15} {"min-max ms":>17} {"img/s":>7} {"faults":>7} {"GMAC/s":>7} '
             f'{"of cal":>6} '
             f'{"vs ref":>6} {"peak MB":>8}')
@@ -593,7 +647,7 @@ def format_report(report: Report) -> str:
         share = calibration_share(r, report.calibration, report.dtype)
         share_text = f'{100 * share:.0f}%' if share is not None else ''
         lines.append(
-            f'{r.model:<22} {r.mode:<8} {f"{r.height}x{r.width}":>9} {r.batch:>5} '
+            f'{r.model:<{name_width}} {r.mode:<8} {f"{r.height}x{r.width}":>9} {r.batch:>5} '
             f'{r.median_ms:>10.1f} {iqr:>15} '
             f'{f"{min(r.times) * 1e3:.1f}-{max(r.times) * 1e3:.1f}":>17} '
             f'{r.batch * 1000 / r.median_ms:>7.1f} {faults:>7} {gmacs:>7} {share_text:>6} '

@@ -13,6 +13,10 @@ Examples::
     # a training step (forward, backward, SGD step) at 512x512, batch 2, with peak memory
     python tools/analysis/benchmark.py --mode train --sizes 512 --batch-sizes 2 \\
         --models spanet:s spanet-cp:s reference:s --memory
+    # how much of the bfloat16 forward is converting weights: each model again with its
+    # weights stored in bfloat16 (nothing converted per call)
+    python tools/analysis/benchmark.py --models spanet:s convnext:tiny spanet:s@amp-weights \\
+        convnext:tiny@amp-weights --amp
     # the backbone of a config, at a detection size
     python tools/analysis/benchmark.py --config configs/mmdet/retinanet_spanet_s_1x.py \\
         --models config reference:s --sizes 800x1216
@@ -38,7 +42,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS), metavar='NAME',
-                        help='contenders, FAMILY:ARCH or "config" (default: %(default)s); '
+                        help='contenders, FAMILY:ARCH or "config" (default: %(default)s), '
+                        'each optionally with the suffix @amp-weights (weights stored in the '
+                        'autocast dtype; --amp, forward only); '
                         f'known: {describe()}')
     parser.add_argument('--config', help='config whose model.backbone is the contender '
                         '"config" (added to --models if not listed)')
