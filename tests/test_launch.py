@@ -221,6 +221,26 @@ def test_master_is_the_first_node_of_the_list():
                              )['MASTER_ADDR'] == 'gpu07'
 
 
+def test_finished_run_releases_its_process_group(tmp_path):
+    """tools/train.py and tools/test.py destroy the process group of a distributed run once it
+    has finished (left to interpreter shutdown, gloo can abort the process), and leave alone
+    one they did not set up (launcher 'none', e.g. a caller's own)."""
+    import torch.distributed as dist
+    from mmengine.config import Config
+    from spanet_mm.engine.cli import release_process_group
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
+                            world_size=1)
+    try:
+        release_process_group(Config(dict(launcher='none')))
+        assert dist.is_initialized()
+        release_process_group(Config(dict(launcher='pytorch')))
+        assert not dist.is_initialized()
+        release_process_group(Config(dict(launcher='slurm')))  # nothing left: no error
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_cpu_distributed_launchers_are_checked():
     from mmengine.config import Config
     from spanet_mm.engine.cpu_distributed import setup_cpu_distributed

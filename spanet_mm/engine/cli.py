@@ -202,12 +202,29 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+def release_process_group(cfg: Config) -> None:
+    """Destroy the default process group of a distributed run (``launcher`` other than
+    ``'none'``) that has finished.
+
+    Left to interpreter shutdown, the process group's destructor can run while gloo's worker
+    threads still hold work: the process then aborts ("terminate called without an active
+    exception", SIGABRT) after a successful run, and torchrun reports the rank as failed
+    (pytorch/pytorch#190489). Called only after success: destroying it while a failed rank's
+    peers still wait in a collective could hang them.
+    """
+    import torch.distributed as dist
+    if cfg.get('launcher', 'none') != 'none' and dist.is_available() and \
+            dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def train(argv: Optional[List[str]] = None) -> None:
     """``tools/train.py``."""
     args = parse_args(train_parser(), argv)
     cfg = load_config(args)
     register_codebase(codebase_of(cfg))
     build_runner(apply_train_args(cfg, args)).train()
+    release_process_group(cfg)
 
 
 def test(argv: Optional[List[str]] = None) -> dict:
@@ -218,4 +235,6 @@ def test(argv: Optional[List[str]] = None) -> dict:
     register_codebase(scope)
     runner = build_runner(apply_test_args(cfg, args, scope))
     add_result_dumper(runner, args.out, scope)
-    return runner.test()
+    metrics = runner.test()
+    release_process_group(cfg)
+    return metrics
