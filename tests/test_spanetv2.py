@@ -297,6 +297,28 @@ def test_bfloat16_autocast():
         assert (h.float() - f).abs().mean() < 0.1
 
 
+@pytest.mark.parametrize('input_format', [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('batch', [1, 8])
+@pytest.mark.parametrize('autocast', [True, False])
+def test_inference_with_bfloat16_weights(batch, autocast, input_format):
+    """Weights converted once (``model.bfloat16()``), with float32 input under autocast or
+    bfloat16 input without it, in either memory format: bfloat16 outputs close to
+    float32's."""
+    model = randomised(SPANetV2(TINY)).eval()
+    x = torch.randn(batch, 3, 96, 80).contiguous(memory_format=input_format)
+    with torch.no_grad():
+        full = model(x)
+        half = model.bfloat16()
+        if autocast:
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                outs = half(x)
+        else:
+            outs = half(x.bfloat16())
+    for f, h in zip(full, outs):
+        assert h.dtype == torch.bfloat16 and h.shape == f.shape
+        assert (h.float() - f).norm() < 0.03 * f.norm()
+
+
 def test_out_indices_and_out_channels():
     model = SPANetV2(TINY, out_indices=(0, -1))
     assert model.out_indices == (0, 3) and model.out_channels == [32, 128]
