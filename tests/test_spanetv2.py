@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from helpers.precision import check_bfloat16_weights
 from helpers.spanetv2_formulas import to_release_classifier
 
 from helpers.model_sizes import SPANETV2_CLASSIFIER_PARAMS as CLASSIFIER_PARAMS
@@ -302,21 +303,10 @@ def test_bfloat16_autocast():
 @pytest.mark.parametrize('autocast', [True, False])
 def test_inference_with_bfloat16_weights(batch, autocast, input_format):
     """Weights converted once (``model.bfloat16()``), with float32 input under autocast or
-    bfloat16 input without it, in either memory format: bfloat16 outputs close to
-    float32's."""
+    bfloat16 input without it, in either memory format."""
     model = randomised(SPANetV2(TINY)).eval()
     x = torch.randn(batch, 3, 96, 80).contiguous(memory_format=input_format)
-    with torch.no_grad():
-        full = model(x)
-        half = model.bfloat16()
-        if autocast:
-            with torch.autocast('cpu', dtype=torch.bfloat16):
-                outs = half(x)
-        else:
-            outs = half(x.bfloat16())
-    for f, h in zip(full, outs):
-        assert h.dtype == torch.bfloat16 and h.shape == f.shape
-        assert (h.float() - f).norm() < 0.03 * f.norm()
+    check_bfloat16_weights(model, x, autocast)
 
 
 def test_out_indices_and_out_channels():
