@@ -166,7 +166,7 @@ def calibrate(dtypes: Sequence[torch.dtype], size: int = CALIBRATION_SIZE,
               reps: int = CALIBRATION_REPS,
               device: torch.device = torch.device('cpu')) -> Dict[str, float]:
     """dtype name -> GEMM GFLOP/s (:func:`gemm_gflops`) for each of ``dtypes``."""
-    return {_dtype_name(d): gemm_gflops(d, size, reps, device) for d in dtypes}
+    return {dtype_name(d): gemm_gflops(d, size, reps, device) for d in dtypes}
 
 
 def calibration_share(result: Result, calibration: Optional[Dict[str, float]],
@@ -177,7 +177,8 @@ def calibration_share(result: Result, calibration: Optional[Dict[str, float]],
     return 2 * result.gmacs_per_s / calibration[dtype]
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``'bfloat16'``."""
     return str(dtype).replace('torch.', '')
 
 
@@ -219,6 +220,11 @@ def amp_dtype_of(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == 'cuda' else torch.bfloat16
 
 
+def autocast_to(amp_dtype: Optional[torch.dtype], device: torch.device) -> torch.autocast:
+    """Autocast to ``amp_dtype`` on ``device``'s type; off when ``amp_dtype`` is None."""
+    return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+
 def reference_of(name: str) -> Optional[str]:
     """The paper-literal reference a contender is compared with (``None`` if it has none)."""
     base, amp_weights = split_amp_weights(name)
@@ -255,15 +261,11 @@ def make_step(model: nn.Module, mode: str, x: torch.Tensor,
     autocast to ``amp_dtype`` if given. On CUDA it waits for the device before returning,
     so that wall-clock times cover the work."""
     device = x.device
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-
     if mode == 'forward':
         model.eval()
 
         def forward() -> None:
-            with torch.no_grad(), autocast():
+            with torch.no_grad(), autocast_to(amp_dtype, device):
                 model(x)
             _synchronize(device)
         return forward
@@ -275,7 +277,7 @@ def make_step(model: nn.Module, mode: str, x: torch.Tensor,
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with autocast():
+        with autocast_to(amp_dtype, device):
             outs = model(x)
             loss = sum(out.float().mean() for out in outs)
         loss.backward()
@@ -375,8 +377,7 @@ def filter_time_share(model: nn.Module, x: torch.Tensor, rounds: int,
                                              m.register_forward_hook(after))]
     shares = []
     try:
-        with torch.no_grad(), torch.autocast(x.device.type, dtype=amp_dtype,
-                                             enabled=amp_dtype is not None):
+        with torch.no_grad(), autocast_to(amp_dtype, x.device):
             model.eval()
             model(x)  # warm-up
             for _ in range(rounds):
@@ -419,7 +420,7 @@ def _memory_child(spec: dict) -> float:
     torch.set_num_threads(spec['threads'])
     model = build_contender(spec['name'], spec['config'])
     x = torch.randn(spec['batch'], 3, spec['height'], spec['width'])
-    step = make_step(model, spec['mode'], x, torch.bfloat16 if spec['amp'] else None)
+    step = make_step(model, spec['mode'], x, amp_dtype_of(x.device) if spec['amp'] else None)
     step()  # first-call allocations (oneDNN primitives, operator caches) are not the step's
     for param in model.parameters():
         param.grad = None  # the gradients count as the step's memory
@@ -558,8 +559,8 @@ def time_contenders(contenders: Dict[str, nn.Module],
         + f'load average {env["loadavg"][0]:.2f} at start')
     amp_dtype = amp_dtype_of(dev) if amp else None
     _check_amp_weights(names, amp_dtype, modes)
-    calibration = calibrate([torch.float32, torch.float16 if dev.type == 'cuda' else
-                             torch.bfloat16], calibration_size, calibration_reps, dev)
+    calibration = calibrate([torch.float32, amp_dtype_of(dev)], calibration_size,
+                            calibration_reps, dev)
     results = []
     macs: Dict[tuple, float] = {}
     for mode in modes:
@@ -590,7 +591,7 @@ def time_contenders(contenders: Dict[str, nn.Module],
                     log(f'  done: {name} {mode} {height}x{width} batch {batch}: '
                         f'{result.median_ms:.1f} ms')
     env['loadavg_end'] = os.getloadavg()
-    return Report(results, calibration, _dtype_name(amp_dtype or torch.float32), env)
+    return Report(results, calibration, dtype_name(amp_dtype or torch.float32), env)
 
 
 def _check_amp_weights(names: Sequence[str], amp_dtype: Optional[torch.dtype],
@@ -601,7 +602,7 @@ def _check_amp_weights(names: Sequence[str], amp_dtype: Optional[torch.dtype],
                          'float32 input through autocast only; run with amp (--amp)')
     if twins and set(modes) != {'forward'}:
         raise ValueError(f'{", ".join(twins)}: a training step would update weights stored '
-                         f'in {_dtype_name(amp_dtype)}; time them in forward mode only')
+                         f'in {dtype_name(amp_dtype)}; time them in forward mode only')
 
 
 def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',

@@ -205,12 +205,14 @@ def check_correctness(device: str,
         raise ValueError(f'check_correctness needs sizes and a batch >= 1, got sizes {sizes!r}, '
                          f'batch {batch}')
     import torch
+
+    from .benchmark import amp_dtype_of, dtype_name
     _set_exact_float32()
     torch.manual_seed(seed)
     device = torch.device(device)
-    amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    amp_dtype = amp_dtype_of(device)
     if tol_amp is None:
-        tol_amp = AMP_TOLERANCE[_dtype_name(amp_dtype)]
+        tol_amp = AMP_TOLERANCE[dtype_name(amp_dtype)]
     checks: List[dict] = []
     t0 = time.perf_counter()
     _check_against_cpu(device, sizes, batch, amp_dtype, tol_float32, tol_amp, checks)
@@ -224,10 +226,6 @@ def check_correctness(device: str,
                            gpu=torch.cuda.get_device_name(device) if device.type == 'cuda'
                            else None, batch=batch, checks=checks), f, indent=1)
     return 1 if failed else 0
-
-
-def _dtype_name(dtype) -> str:
-    return str(dtype).replace('torch.', '')
 
 
 def _record(checks: List[dict], name: str, size: Tuple[int, int], errors: List[float],
@@ -248,6 +246,8 @@ def _check_against_cpu(device, sizes, batch: int, amp_dtype, tol_float32: float,
     import torch
 
     from spanet_mm.catalogue import build_backbone
+
+    from .benchmark import dtype_name
     cpu_model = build_backbone('spanet:s').eval()
     dev_model = copy.deepcopy(cpu_model).to(device).eval()
     for size in sizes:
@@ -264,7 +264,7 @@ def _check_against_cpu(device, sizes, batch: int, amp_dtype, tol_float32: float,
                 [relative_error(a, b) for a, b in zip(got, expected)], tol_float32)
         finite = all(bool(torch.isfinite(o).all()) for o in got_amp)
         errors = [relative_error(a, b) for a, b in zip(got_amp, expected)]
-        _record(checks, f'spanet:s {device.type} {_dtype_name(amp_dtype)} autocast vs cpu '
+        _record(checks, f'spanet:s {device.type} {dtype_name(amp_dtype)} autocast vs cpu '
                 'float32', size, errors if finite else [float('nan')] * len(errors), tol_amp)
 
 
@@ -475,10 +475,10 @@ def profile_step(name: str,
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from .benchmark import build_contender, make_step
+    from .benchmark import amp_dtype_of, build_contender, dtype_name, make_step
     device = torch.device(device)
     on_cuda = device.type == 'cuda'
-    amp_dtype = (torch.float16 if on_cuda else torch.bfloat16) if amp else None
+    amp_dtype = amp_dtype_of(device) if amp else None
     model = build_contender(name).to(device)
     x = torch.randn(batch, 3, *size, device=device)
     step = make_step(model, mode, x, amp_dtype)
@@ -493,7 +493,7 @@ def profile_step(name: str,
     for r in rows:
         r['share'] = r['ms'] / total_ms if total_ms else 0.0
     what = 'GPU kernel' if on_cuda else 'CPU operator'
-    dtype = _dtype_name(amp_dtype) if amp_dtype is not None else 'float32'
+    dtype = dtype_name(amp_dtype or torch.float32)
     print(f'{name} {mode} {size[0]}x{size[1]} batch {batch} {dtype} on {device}: '
           f'{total_ms:.2f} ms of {what} time per call ({rounds} calls profiled)')
     print(f'{"share":>6} {"ms":>8} {"calls":>6}  {what}')
