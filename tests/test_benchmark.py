@@ -11,10 +11,11 @@ import textwrap
 import pytest
 import torch
 
-from spanet_mm.analysis.benchmark import (Result, build_contender, build_contenders, calibrate,
-                                          calibration_share, format_report, gemm_gflops,
-                                          interleaved_timings, peak_memory_mb, reference_of,
-                                          run_benchmark, time_contenders, timing_order)
+from spanet_mm.analysis.benchmark import (Result, build_contender,
+                                          build_contenders, calibrate, calibration_share,
+                                          format_report, gemm_gflops, interleaved_timings,
+                                          peak_memory_mb, reference_of, run_benchmark,
+                                          split_variant, time_contenders, timing_order)
 from spanet_mm.analysis.flops import count_complexity
 from spanet_mm.catalogue import build_backbone, without_filters
 
@@ -146,8 +147,29 @@ def test_amp_weights_need_amp_and_forward_mode():
     with pytest.raises(ValueError, match='forward mode only'):
         run_benchmark(['spanet:s@amp-weights'], amp=True, modes=['forward', 'train'],
                       rounds=1, log=lambda line: None)
-    with pytest.raises(ValueError, match='NAME or NAME@amp-weights'):
+    with pytest.raises(ValueError, match='NAME@VARIANT, VARIANT one of amp-weights, cuda-graph'):
         run_benchmark(['spanet:s@fp8'], amp=True, rounds=1, log=lambda line: None)
+
+
+def test_cuda_graph_variant_is_its_base_module():
+    built = build_contenders(['convnext:atto@cuda-graph', 'convnext:atto'])
+    assert list(built) == ['convnext:atto@cuda-graph', 'convnext:atto']
+    assert built['convnext:atto@cuda-graph'] is built['convnext:atto']
+    assert split_variant('spanet:s@cuda-graph') == ('spanet:s', 'cuda-graph')
+    assert split_variant('spanet:s') == ('spanet:s', None)
+    assert reference_of('spanet:s@cuda-graph') is None
+
+
+def test_cuda_graph_variant_needs_cuda_and_forward_mode():
+    # Refused before anything is built (the config contender would fail to build).
+    with pytest.raises(ValueError, match=r'need a CUDA device \(--device cuda\), got cpu'):
+        run_benchmark(['config@cuda-graph'], rounds=1, log=lambda line: None)
+    with pytest.raises(ValueError, match='forward mode only'):
+        run_benchmark(['config@cuda-graph'], device='cuda', modes=['train'], rounds=1,
+                      log=lambda line: None)
+    # Accepted in forward mode on CUDA: the build is reached (and fails for want of a config).
+    with pytest.raises(ValueError, match='needs a config file'):
+        run_benchmark(['config@cuda-graph'], device='cuda', rounds=1, log=lambda line: None)
 
 
 def test_page_faults_are_counted_per_call():

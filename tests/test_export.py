@@ -1,5 +1,5 @@
 """Deployment (spanet_mm.deployment.onnx, behind tools/deployment/export_onnx.py): ONNX export
-with dynamic sizes checked with onnxruntime; jit.trace and torch.compile."""
+with dynamic sizes checked with onnxruntime; jit.trace and torch.compile; CUDA graphs."""
 import warnings
 
 import onnx
@@ -104,3 +104,16 @@ def test_torch_compile_matches_eager():
             x = torch.randn(1, 3, *size)
             (ours, ), (theirs, ) = compiled(x), model(x)
             torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_cuda_graph_forward_refuses_what_it_cannot_record():
+    """What CUDAGraphForward records is checked on a GPU (gpu_checks.py correctness); what it
+    refuses is checked here, before any CUDA call."""
+    from spanet_mm.deployment.cuda_graph import CUDAGraphForward
+    model = torch.nn.Identity()
+    with pytest.raises(ValueError, match='needs an example tensor on a CUDA device, got cpu'):
+        CUDAGraphForward(model, torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match='on a CUDA device, got list'):
+        CUDAGraphForward(model, [torch.zeros(1)])
+    with pytest.raises(ValueError, match='warmup must be an int >= 1, got 0'):
+        CUDAGraphForward(model, torch.zeros(1), warmup=0)

@@ -4,10 +4,16 @@ What ``tools/analysis/benchmark.py`` runs. Contenders are catalogued backbones
 (:mod:`spanet_mm.catalogue`, ``FAMILY:ARCH``: ``spanet:s``, ``reference:s``,
 ``spanet-nofilter:s``, ``spanet-cp:s``, ``spanetv2:s18_pure``, ``reference-v2:s18_pure``,
 ``convnext:tiny``, ``swin:tiny``, ``poolformer:s24``, ...) and ``config``, the
-``model.backbone`` of a config file. ``NAME@amp-weights`` is contender ``NAME`` with its
-weights stored in the autocast dtype (bfloat16 on CPU, float16 on CUDA; with ``amp``, forward
-only): the same forward without the conversion of every weight at every call that autocast
-(and oneDNN's point-wise kernels) make, i.e. the most a cache of converted weights could save.
+``model.backbone`` of a config file. Two variants of a contender ``NAME`` (forward only) say
+where its time goes:
+
+- ``NAME@amp-weights``: its weights stored in the autocast dtype (bfloat16 on CPU, float16 on
+  CUDA; with ``amp``): the same forward without the conversion of every weight at every call
+  that autocast (and oneDNN's point-wise kernels) make, i.e. the most a cache of converted
+  weights could save.
+- ``NAME@cuda-graph`` (CUDA only): the same model, its forward captured once per input size in
+  a CUDA graph and replayed: the forward without the host's cost of launching each kernel,
+  i.e. what is left when the GPU, not the Python side, sets the pace.
 
 Method: every contender is built once in this process; each round runs every contender once
 in turn (interleaved, every other round in reverse order, so that load changes hit all
@@ -62,13 +68,17 @@ import torch
 from torch import nn
 
 from ..catalogue import build_backbone, split_name, without_filters
+from ..deployment.cuda_graph import CUDAGraphForward
 
 DEFAULT_MODELS = ('spanet:s', 'reference:s', 'spanet-nofilter:s', 'convnext:tiny')
 # The calibration GEMM: n x n by n x n.
 CALIBRATION_SIZE = 2048
 CALIBRATION_REPS = 5
-# Suffix of a contender whose weights are stored in the autocast dtype.
-AMP_WEIGHTS = '@amp-weights'
+# Variants of a contender, NAME@VARIANT: weights stored in the autocast dtype; the forward
+# replayed from a CUDA graph.
+AMP_WEIGHTS = 'amp-weights'
+CUDA_GRAPH = 'cuda-graph'
+VARIANTS = (AMP_WEIGHTS, CUDA_GRAPH)
 # A training step's MACs in forwards (forward, backward of input and weight gradients).
 TRAIN_STEP_FORWARDS = 3
 
@@ -194,7 +204,7 @@ def build_contender(name: str, config: Optional[str] = None,
     """A catalogued backbone (``FAMILY:ARCH``) or, for ``config``, the ``model.backbone`` of
     the config file ``config``, with random weights, in eval mode, on ``device``; for
     ``NAME@amp-weights`` with its weights in the autocast dtype of ``device``."""
-    base, amp_weights = split_amp_weights(name)
+    base, variant = split_variant(name)
     if base == 'config':
         if config is None:
             raise ValueError('the contender "config" needs a config file (--config PATH)')
@@ -203,16 +213,17 @@ def build_contender(name: str, config: Optional[str] = None,
     else:
         model = build_backbone(base)
     model = model.to(device)
-    return model.to(amp_dtype_of(torch.device(device))) if amp_weights else model
+    return model.to(amp_dtype_of(torch.device(device))) if variant == AMP_WEIGHTS else model
 
 
-def split_amp_weights(name: str) -> Tuple[str, bool]:
-    """``'spanet:s@amp-weights'`` -> ``('spanet:s', True)``; ``'spanet:s'`` -> ``('spanet:s',
-    False)``."""
-    base, marker, suffix = name.partition('@')
-    if marker and marker + suffix != AMP_WEIGHTS:
-        raise ValueError(f'A contender is NAME or NAME{AMP_WEIGHTS}; got {name!r}')
-    return base, bool(marker)
+def split_variant(name: str) -> Tuple[str, Optional[str]]:
+    """``'spanet:s@cuda-graph'`` -> ``('spanet:s', 'cuda-graph')``; ``'spanet:s'`` ->
+    ``('spanet:s', None)``."""
+    base, marker, variant = name.partition('@')
+    if marker and variant not in VARIANTS:
+        raise ValueError(f'A contender is NAME or NAME@VARIANT, VARIANT one of '
+                         f'{", ".join(VARIANTS)}; got {name!r}')
+    return base, variant if marker else None
 
 
 def amp_dtype_of(device: torch.device) -> torch.dtype:
@@ -227,8 +238,8 @@ def autocast_to(amp_dtype: Optional[torch.dtype], device: torch.device) -> torch
 
 def reference_of(name: str) -> Optional[str]:
     """The paper-literal reference a contender is compared with (``None`` if it has none)."""
-    base, amp_weights = split_amp_weights(name)
-    if base == 'config' or amp_weights:  # the weights' dtype is what such a twin is about
+    base, variant = split_variant(name)
+    if base == 'config' or variant:  # how the variant differs from its base is its point
         return None
     family, arch = split_name(base)
     if family.startswith('spanetv2') or family == 'reference-v2':
@@ -284,6 +295,20 @@ def make_step(model: nn.Module, mode: str, x: torch.Tensor,
         optimizer.step()
         _synchronize(device)
     return train_step
+
+
+def make_graphed_forward(model: nn.Module, x: torch.Tensor,
+                         amp_dtype: Optional[torch.dtype] = None) -> Callable[[], None]:
+    """:func:`make_step`'s forward recorded in a CUDA graph
+    (:class:`~spanet_mm.deployment.cuda_graph.CUDAGraphForward`): each call replays it and
+    waits for the device. Its ``capture_peak_mb`` is the graph's memory."""
+    graphed = CUDAGraphForward(model, x, amp_dtype)
+
+    def replay() -> None:
+        graphed.replay()
+        _synchronize(x.device)
+    replay.capture_peak_mb = graphed.capture_peak_mb
+    return replay
 
 
 def interleaved_timings(steps: Dict[str, Callable[[], None]], rounds: int,
@@ -489,20 +514,22 @@ def _cpu_name() -> str:
 def build_contenders(models: Sequence[str], config: Optional[str] = None,
                      device: str = 'cpu') -> Dict[str, nn.Module]:
     """Build every contender once, on ``device``: each ``spanet-nofilter:ARCH`` from the very
-    weights of ``spanet:ARCH``, and each ``NAME@amp-weights`` from those of ``NAME``, when
-    that is a contender too."""
+    weights of ``spanet:ARCH``, and each variant ``NAME@VARIANT`` from those of ``NAME``, when
+    that is a contender too (``NAME@cuda-graph`` is then ``NAME``'s very module)."""
     if not models:
         raise ValueError('no contender given')
     built: Dict[str, nn.Module] = {}
-    # Each spanet:ARCH before its filter-less self, each NAME before its twins.
-    for name in sorted(timing_order(models), key=lambda name: AMP_WEIGHTS in name):
+    # Each spanet:ARCH before its filter-less self, each NAME before its variants.
+    for name in sorted(timing_order(models), key=lambda name: '@' in name):
         partner = 'spanet:' + name.partition(':')[2]
-        base, amp_weights = split_amp_weights(name)
+        base, variant = split_variant(name)
         if name.startswith('spanet-nofilter:') and partner in built:
             # "Without the filter" means the very same model (weights and all) without it.
             built[name] = without_filters(built[partner])
-        elif amp_weights and base in built:
+        elif variant == AMP_WEIGHTS and base in built:
             built[name] = copy.deepcopy(built[base]).to(amp_dtype_of(torch.device(device)))
+        elif variant == CUDA_GRAPH and base in built:
+            built[name] = built[base]
         else:
             built[name] = build_contender(name, config, device)
     return {name: built[name] for name in models}
@@ -558,7 +585,7 @@ def time_contenders(contenders: Dict[str, nn.Module],
         + (f'{env["gpu"]} (CUDA {env["cuda"]}), ' if 'gpu' in env else '')
         + f'load average {env["loadavg"][0]:.2f} at start')
     amp_dtype = amp_dtype_of(dev) if amp else None
-    _check_amp_weights(names, amp_dtype, modes)
+    _check_variants(names, amp_dtype, modes, dev)
     calibration = calibrate([torch.float32, amp_dtype_of(dev)], calibration_size,
                             calibration_reps, dev)
     results = []
@@ -570,7 +597,9 @@ def time_contenders(contenders: Dict[str, nn.Module],
                 for name in names:
                     if (name, height, width, batch) not in macs:
                         macs[name, height, width, batch] = forward_macs(contenders[name], x)
-                steps = {name: make_step(contenders[name], mode, x, amp_dtype)
+                steps = {name: (make_graphed_forward(contenders[name], x, amp_dtype)
+                                if split_variant(name)[1] == CUDA_GRAPH
+                                else make_step(contenders[name], mode, x, amp_dtype))
                          for name in timing_order(names)}
                 times, faults = interleaved_timings(steps, rounds, warmup)
                 for name in names:
@@ -582,7 +611,10 @@ def time_contenders(contenders: Dict[str, nn.Module],
                             dev.type == 'cpu':
                         result.filter_share = filter_time_share(contenders[name], x, rounds,
                                                                 amp_dtype)
-                    if memory and dev.type == 'cuda':
+                    if memory and hasattr(steps[name], 'capture_peak_mb'):
+                        # A replay allocates nothing: the graph's memory is its capture's.
+                        result.peak_mb = steps[name].capture_peak_mb
+                    elif memory and dev.type == 'cuda':
                         result.peak_mb = cuda_peak_memory_mb(steps[name], dev)
                     elif memory:
                         result.peak_mb = peak_memory_mb(name, mode, (height, width), batch,
@@ -594,15 +626,23 @@ def time_contenders(contenders: Dict[str, nn.Module],
     return Report(results, calibration, dtype_name(amp_dtype or torch.float32), env)
 
 
-def _check_amp_weights(names: Sequence[str], amp_dtype: Optional[torch.dtype],
-                       modes: Sequence[str]) -> None:
-    twins = [name for name in names if split_amp_weights(name)[1]]
+def _check_variants(names: Sequence[str], amp_dtype: Optional[torch.dtype],
+                    modes: Sequence[str], device: torch.device) -> None:
+    """Refuse variants the run cannot time (before anything is built)."""
+    variants = {name: split_variant(name)[1] for name in names}
+    twins = [name for name, variant in variants.items() if variant == AMP_WEIGHTS]
+    graphed = [name for name, variant in variants.items() if variant == CUDA_GRAPH]
     if twins and amp_dtype is None:
         raise ValueError(f'{", ".join(twins)}: weights stored in the autocast dtype take '
                          'float32 input through autocast only; run with amp (--amp)')
-    if twins and set(modes) != {'forward'}:
-        raise ValueError(f'{", ".join(twins)}: a training step would update weights stored '
-                         f'in {dtype_name(amp_dtype)}; time them in forward mode only')
+    if graphed and device.type != 'cuda':
+        raise ValueError(f'{", ".join(graphed)}: CUDA graphs need a CUDA device (--device '
+                         f'cuda), got {device}')
+    if (twins or graphed) and set(modes) != {'forward'}:
+        raise ValueError(f'{", ".join(twins + graphed)}: variants are timed in forward mode '
+                         'only (a training step would update weights stored in '
+                         f'{dtype_name(amp_dtype or amp_dtype_of(device))}, or need its '
+                         'backward and optimiser captured too)')
 
 
 def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',
@@ -611,8 +651,9 @@ def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',
     :func:`time_contenders` (whose arguments ``settings`` are), with the allocator steady
     unless ``steady=False``."""
     # Settings that would fail after the (slow) builds fail before them.
-    _check_amp_weights(models, amp_dtype_of(torch.device(device)) if settings.get('amp')
-                       else None, settings.get('modes', ('forward', )))
+    dev = torch.device(device)
+    _check_variants(models, amp_dtype_of(dev) if settings.get('amp') else None,
+                    settings.get('modes', ('forward', )), dev)
     return time_contenders(build_contenders(models, config, device), config=config,
                            steady=steady, **settings)
 

@@ -175,8 +175,11 @@ def check_correctness(device: str,
     SPANet-S (catalogue ``spanet:s``, random init) on ``device`` in float32 (TF32 off) and
     under autocast (float16 on CUDA, bfloat16 elsewhere) against the same weights on the CPU
     in float32; and ``spanet:s`` against ``reference:s`` with the same weights, both on
-    ``device`` in float32. A NaN or an infinite autocast output fails its check. One line is
-    printed per check, and a summary.
+    ``device`` in float32. On CUDA, also its forward replayed from a CUDA graph
+    (:class:`~spanet_mm.deployment.cuda_graph.CUDAGraphForward`) against the eager one, for
+    two inputs and after new weights are loaded, and its refusal of another input shape. A
+    NaN or an infinite autocast output fails its check. One line is printed per check, and a
+    summary.
 
     Args:
         device (str): The torch device to check; ``'cpu'`` compares the CPU with itself (a dry
@@ -217,6 +220,8 @@ def check_correctness(device: str,
     t0 = time.perf_counter()
     _check_against_cpu(device, sizes, batch, amp_dtype, tol_float32, tol_amp, checks)
     _check_against_reference(device, sizes, batch, tol_float32, checks)
+    if device.type == 'cuda':
+        _check_cuda_graph(device, sizes, batch, tol_float32, checks)
     failed = [c for c in checks if not c['ok']]
     print(f'correctness: {len(checks) - len(failed)}/{len(checks)} checks within tolerance '
           f'({time.perf_counter() - t0:.1f} s)')
@@ -287,6 +292,37 @@ def _check_against_reference(device, sizes, batch: int, tol: float,
             ours, theirs = model(x), reference(x)
         _record(checks, f'spanet:s vs reference:s, {device.type} float32', size,
                 [relative_error(a, b) for a, b in zip(ours, theirs)], tol)
+
+
+def _check_cuda_graph(device, sizes, batch: int, tol: float, checks: List[dict]) -> None:
+    """SPANet-S replayed from a CUDA graph against its eager forward (float32, ``device``):
+    for two inputs, then after other weights are loaded in place; and a refused shape."""
+    import torch
+
+    from spanet_mm.catalogue import build_backbone
+    from spanet_mm.deployment.cuda_graph import CUDAGraphForward
+    model = build_backbone('spanet:s').to(device)
+    model.eval()
+    for size in sizes:
+        x = torch.randn(batch, 3, *size, device=device)
+        graphed = CUDAGraphForward(model, x)
+        for label in ('first input', 'second input', 'new weights'):
+            if label == 'new weights':
+                model.load_state_dict(build_backbone('spanet:s').state_dict())
+            x = torch.randn(batch, 3, *size, device=device)
+            replayed = [out.clone() for out in graphed(x)]
+            with torch.no_grad():
+                eager = model(x)
+            _record(checks, f'spanet:s cuda graph vs eager, {label}', size,
+                    [relative_error(a, b) for a, b in zip(replayed, eager)], tol)
+        try:
+            graphed(torch.randn(batch, 3, size[0] + 32, size[1], device=device))
+            refused = False
+        except ValueError:
+            refused = True
+        # (an error of 0 passes, NaN fails)
+        _record(checks, 'spanet:s cuda graph refuses another shape', size,
+                [0.0 if refused else float('nan')], tol)
 
 
 # -- data and training logs -------------------------------------------------------------------

@@ -1,1 +1,2 @@
-"""Deployment: ONNX export with dynamic sizes, checked with onnxruntime (``onnx``)."""
+"""Deployment: ONNX export with dynamic sizes, checked with onnxruntime (``onnx``), and
+fixed-size GPU inference replayed from a CUDA graph (``cuda_graph``)."""

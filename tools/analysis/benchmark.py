@@ -17,6 +17,10 @@ Examples::
     # weights stored in bfloat16 (nothing converted per call)
     python tools/analysis/benchmark.py --models spanet:s convnext:tiny spanet:s@amp-weights \\
         convnext:tiny@amp-weights --amp
+    # on a GPU, how much of the forward is launching kernels: each model again replayed from
+    # a CUDA graph
+    python tools/analysis/benchmark.py --device cuda --amp --sizes 224 --batch-sizes 32 \\
+        --models spanet:s convnext:tiny spanet:s@cuda-graph convnext:tiny@cuda-graph
     # the backbone of a config, at a detection size
     python tools/analysis/benchmark.py --config configs/mmdet/retinanet_spanet_s_1x.py \\
         --models config reference:s --sizes 800x1216
@@ -43,8 +47,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS), metavar='NAME',
                         help='contenders, FAMILY:ARCH or "config" (default: %(default)s), '
-                        'each optionally with the suffix @amp-weights (weights stored in the '
-                        'autocast dtype; --amp, forward only); '
+                        'each optionally with a variant suffix, forward only: @amp-weights '
+                        '(weights stored in the autocast dtype; --amp) or @cuda-graph (the '
+                        'forward replayed from a CUDA graph; --device cuda); '
                         f'known: {describe()}')
     parser.add_argument('--config', help='config whose model.backbone is the contender '
                         '"config" (added to --models if not listed)')

@@ -50,7 +50,8 @@
 # cuSPARSE headers gets them from the nvidia-* wheels beside torch (cuda_env).
 #
 # Knobs (environment): GC_DEVICE (cuda), GC_STEPS (measure steps, comma-separated, default
-# correctness,fwd_amp,fwd_fp32,bb_train_amp,profile,profile_train,train,train_r50),
+# correctness,fwd_amp,fwd_fp32,bb_train_amp,profile,profile_train,train,train_r50; also
+# fwd_graph: the float16 forwards eager and replayed from CUDA graphs),
 # GC_BUDGET_S (360; 520 for `all`: optional steps start only if they fit), GC_AMP (1),
 # GC_TRAIN_IMAGES (128), GC_IMAGE_SIZE (800), GC_TRAIN_SCALE ("(1333,800)"), GC_REBUILD (0),
 # GC_WHEELS (.whl), GC_SITE (/tmp/site), GC_SCRATCH (/tmp/gpu_checks), GC_CALIBRATION (8192),
@@ -384,11 +385,16 @@ train_run() {  # LABEL CONFIG LIMIT
     --batch 2 --json "$OUT/train.json"
 }
 
-benchmark() {  # NAME SIZE BATCH ROUNDS LIMIT [--amp]
-  local name=$1 size=$2 batch=$3 rounds=$4 limit=$5; shift 5
+COMPARED="spanet:s convnext:tiny reference:s"
+# The same two models replayed from CUDA graphs: their forwards without the kernel launches.
+GRAPHED="spanet:s convnext:tiny spanet:s@cuda-graph convnext:tiny@cuda-graph"
+
+benchmark() {  # NAME SIZE BATCH ROUNDS LIMIT "MODELS" [--amp ...]
+  local name=$1 size=$2 batch=$3 rounds=$4 limit=$5 models=$6; shift 6
+  # shellcheck disable=SC2086  # the models are words
   step "$name" "$limit" fwd "$OUT/$name.json" \
     python3 tools/analysis/benchmark.py --device "$DEVICE" "$@" \
-    --models spanet:s convnext:tiny reference:s --sizes "$size" --batch-sizes "$batch" \
+    --models $models --sizes "$size" --batch-sizes "$batch" \
     --rounds "$rounds" --warmup 5 --memory --calibration-size "$CALIBRATION" \
     --json "$OUT/$name.json"
 }
@@ -408,16 +414,29 @@ gpu_steps() {
   local case
   if wanted fwd_amp; then
     for case in $FWD_CASES; do
-      benchmark "fwd_amp_${case%%:*}" "${case%%:*}" "${case##*:}" "${GC_FWD_ROUNDS:-30}" 180 --amp
+      benchmark "fwd_amp_${case%%:*}" "${case%%:*}" "${case##*:}" "${GC_FWD_ROUNDS:-30}" 180 \
+        "$COMPARED" --amp
     done
   fi
   # 3. the same forwards in float32 (cuDNN's default TF32 convolutions), if time allows.
   if wanted fwd_fp32; then
     for case in $FWD_CASES; do
       if fits 45; then
-        benchmark "fwd_fp32_${case%%:*}" "${case%%:*}" "${case##*:}" "${GC_FWD_ROUNDS:-20}" 120
+        benchmark "fwd_fp32_${case%%:*}" "${case%%:*}" "${case##*:}" "${GC_FWD_ROUNDS:-20}" 120 \
+          "$COMPARED"
       else
         skip "fwd_fp32_${case%%:*}" "not in the ${BUDGET_S}s budget at $(elapsed)s"
+      fi
+    done
+  fi
+  # 3b. the float16 forwards again, eager and replayed from CUDA graphs (not by default).
+  if wanted fwd_graph; then
+    for case in $FWD_CASES; do
+      if fits 45; then
+        benchmark "fwd_graph_${case%%:*}" "${case%%:*}" "${case##*:}" "${GC_FWD_ROUNDS:-30}" \
+          150 "$GRAPHED" --amp
+      else
+        skip "fwd_graph_${case%%:*}" "not in the ${BUDGET_S}s budget at $(elapsed)s"
       fi
     done
   fi
@@ -425,7 +444,7 @@ gpu_steps() {
   local size=${PROFILE_CASE%%:*} batch=${PROFILE_CASE##*:}
   if wanted bb_train_amp; then
     if fits 45; then
-      benchmark bb_train_amp "$size" "$batch" 10 150 --amp --mode train
+      benchmark bb_train_amp "$size" "$batch" 10 150 "$COMPARED" --amp --mode train
     else
       skip bb_train_amp "not in the ${BUDGET_S}s budget at $(elapsed)s"
     fi
