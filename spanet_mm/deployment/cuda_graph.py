@@ -81,12 +81,13 @@ class CUDAGraphForward:
     def __call__(self, x: Tensor) -> Any:
         """The forward of ``x`` (the example's shape, dtype and device): the graph's own
         output tensors, overwritten by the next call."""
-        if (x.shape, x.dtype, x.device) != (self.input.shape, self.input.dtype,
-                                            self.input.device):
+        recorded = (self.input.shape, self.input.dtype, self.input.device)
+        if not isinstance(x, Tensor) or (x.shape, x.dtype, x.device) != recorded:
+            got = (f'{tuple(x.shape)} {x.dtype} on {x.device}' if isinstance(x, Tensor)
+                   else type(x).__name__)
             raise ValueError(f'this CUDA graph was recorded for {tuple(self.input.shape)} '
-                             f'{self.input.dtype} input on {self.input.device}, got '
-                             f'{tuple(x.shape)} {x.dtype} on {x.device}; record one per '
-                             'input shape')
+                             f'{self.input.dtype} input on {self.input.device}, got {got}; '
+                             'record one per input shape')
         self.input.copy_(x)
         self.replay()
         return self.outputs
