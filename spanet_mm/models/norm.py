@@ -7,8 +7,8 @@ is reduced by one block: on an H100, that kernel (``RowwiseMoments``) took 81% o
 float16 forward at 800x1216, batch 2 (``tools/analysis/gpu_checks.sh``). Off the CPU,
 :class:`OneGroupNorm` takes its statistics with ``torch.var_mean``, a reduction that spreads
 over the whole device, normalises in one pass over the data, and has a backward of its own
-that saves only the input and two numbers per sample, as GroupNorm's does. On the CPU it is ``nn.GroupNorm`` (whose kernel has
-a channels-last path and parallelises well).
+that saves only the input and two numbers per sample, as GroupNorm's does. On the CPU it is
+``nn.GroupNorm`` (whose kernel has a channels-last path and parallelises well).
 """
 from contextlib import nullcontext
 from typing import Optional, Tuple
