@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from spanet_mm.analysis.benchmark import (Result, build_contender,
                                           build_contenders, calibrate, calibration_share,
@@ -149,6 +151,71 @@ def test_amp_weights_need_amp_and_forward_mode():
                       rounds=1, log=lambda line: None)
     with pytest.raises(ValueError, match='NAME@VARIANT, VARIANT one of amp-weights, cuda-graph'):
         run_benchmark(['spanet:s@fp8'], amp=True, rounds=1, log=lambda line: None)
+
+
+class _CastsOf(TorchDispatchMode):
+    """Counts the casts of one tensor (``aten._to_copy`` calls on it)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        super().__init__()
+        self.tensor, self.count = tensor, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0] is self.tensor:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+class _ConvCountingCasts(nn.Module):
+    """A conv that counts how often autocast converts its weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.weight_casts = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled('cpu'):
+            return self.conv(x)  # (the MAC count traces the model without autocast)
+        with _CastsOf(self.conv.weight) as casts:
+            out = self.conv(x)
+        self.weight_casts += casts.count
+        return out
+
+
+@pytest.mark.parametrize('region, weight_casts', [('call', 4), ('run', 1)])
+def test_autocast_region_around_each_call_or_the_whole_run(region, weight_casts):
+    """autocast keeps the weights it casts until its region closes: with a region around
+    each call the weight is converted at every call (1 warm-up + 3 timed), with one around
+    the run once."""
+    model = _ConvCountingCasts()
+    report = time_contenders({'config': model}, sizes=[(16, 16)], rounds=3, warmup=1,
+                             amp=True, autocast_region=region, calibration_size=32,
+                             calibration_reps=1, log=lambda line: None)
+    assert model.weight_casts == weight_casts
+    assert report.dtype == 'bfloat16' and report.environment['autocast_region'] == region
+    words = {'call': 'a region around each call',
+             'run': 'one region around all timed calls of a setting'}[region]
+    assert f'the models ran in bfloat16 (autocast: {words})' in format_report(report)
+
+
+def test_autocast_region_run_needs_amp_and_forward_mode():
+    # Refused before anything is built (the config contender would fail to build).
+    with pytest.raises(ValueError, match=r'needs amp \(--amp\)'):
+        run_benchmark(['config'], autocast_region='run', rounds=1, log=lambda line: None)
+    with pytest.raises(ValueError, match='forward mode only'):
+        run_benchmark(['config'], amp=True, autocast_region='run', modes=['train'],
+                      rounds=1, log=lambda line: None)
+    with pytest.raises(ValueError, match=r"one of \('call', 'run'\), got 'epoch'"):
+        run_benchmark(['config'], amp=True, autocast_region='epoch', rounds=1,
+                      log=lambda line: None)
+    # The tool refuses it in its argument parser, before building any model.
+    tool = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'tools', 'analysis',
+                        'benchmark.py')
+    proc = subprocess.run([sys.executable, tool, '--models', 'config', '--autocast-region',
+                           'run'], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert '--autocast-region run needs --amp and forward mode only' in proc.stderr
 
 
 def test_cuda_graph_variant_is_its_base_module():

@@ -21,7 +21,10 @@ alike), after ``warmup`` untimed calls each. Reported: median, interquartile ran
 min/max of the rounds' wall-clock times, throughput, the minor page faults each call took
 (memory mapped afresh; see :func:`minor_page_faults`), and the speed-up over the reference of
 the same arch (``reference:ARCH`` for ``spanet*:ARCH``, ``reference-v2:ARCH`` for
-``spanetv2*:ARCH``). Models have random weights; the speed does not depend on them.
+``spanetv2*:ARCH``). Models have random weights; the speed does not depend on them. Under
+autocast each call opens its own region by default; ``autocast_region='run'`` opens one
+around all the timed calls of a setting, where autocast converts the weights of ``nn.Linear``
+and ``nn.Conv2d`` once instead of per call.
 
 Calibration, so that figures carry across machines: before the models, the same process
 times a float32 GEMM and a GEMM in the autocast dtype (bfloat16 on CPU, float16 on CUDA) of a
@@ -50,6 +53,7 @@ not the weights. The child runs with a fixed glibc mmap threshold, so that freed
 back to the system and the resident set follows the tensors in use. On CUDA the allocator's
 peak is read instead.
 """
+import contextlib
 import copy
 import ctypes
 import json
@@ -62,7 +66,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -79,6 +83,9 @@ CALIBRATION_REPS = 5
 AMP_WEIGHTS = 'amp-weights'
 CUDA_GRAPH = 'cuda-graph'
 VARIANTS = (AMP_WEIGHTS, CUDA_GRAPH)
+# Where the autocast region of a run with amp opens: around each call, or once around all the
+# timed calls of a setting (as a loop inside one ``with torch.autocast(...)`` runs).
+AUTOCAST_REGIONS = ('call', 'run')
 # A training step's MACs in forwards (forward, backward of input and weight gradients).
 TRAIN_STEP_FORWARDS = 3
 
@@ -231,9 +238,20 @@ def amp_dtype_of(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == 'cuda' else torch.bfloat16
 
 
-def autocast_to(amp_dtype: Optional[torch.dtype], device: torch.device) -> torch.autocast:
-    """Autocast to ``amp_dtype`` on ``device``'s type; off when ``amp_dtype`` is None."""
-    return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+def autocast_to(amp_dtype: Optional[torch.dtype], device: torch.device
+                ) -> ContextManager[None]:
+    """An autocast region to ``amp_dtype`` on ``device``'s type; when ``amp_dtype`` is None,
+    nothing (a region the caller opened stays in force)."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+def split_autocast(amp_dtype: Optional[torch.dtype], autocast_region: str
+                   ) -> Tuple[Optional[torch.dtype], Optional[torch.dtype]]:
+    """The autocast dtype of the region around each call and of the region around a whole
+    run: ``amp_dtype`` for the one ``autocast_region`` names, None for the other."""
+    return (amp_dtype, None) if autocast_region == 'call' else (None, amp_dtype)
 
 
 def reference_of(name: str) -> Optional[str]:
@@ -268,8 +286,9 @@ def forward_macs(model: nn.Module, x: torch.Tensor) -> float:
 def make_step(model: nn.Module, mode: str, x: torch.Tensor,
               amp_dtype: Optional[torch.dtype] = None) -> Callable[[], None]:
     """A function running one forward (``mode='forward'``, no autograd) or one training
-    step (``'train'``: forward, mean of each output summed, backward, SGD step), under
-    autocast to ``amp_dtype`` if given. On CUDA it waits for the device before returning,
+    step (``'train'``: forward, mean of each output summed, backward, SGD step), in an
+    autocast region of its own to ``amp_dtype`` if given (a forward without one runs in
+    whatever region its caller opened). On CUDA it waits for the device before returning,
     so that wall-clock times cover the work."""
     device = x.device
     if mode == 'forward':
@@ -382,11 +401,12 @@ def timing_order(names: Sequence[str]) -> List[str]:
 
 
 def filter_time_share(model: nn.Module, x: torch.Tensor, rounds: int,
-                      amp_dtype: Optional[torch.dtype] = None) -> List[Tuple[float, float]]:
-    """Per forward (under autocast to ``amp_dtype`` if given, as the timed ones), the share of
-    its wall-clock time spent inside the Spectral Pooling Filter modules (timed by hooks
-    around each call, in the same forward, so that load changes between rounds cancel out),
-    and the forward's time."""
+                      amp_dtype: Optional[torch.dtype] = None,
+                      autocast_region: str = 'call') -> List[Tuple[float, float]]:
+    """Per forward (under autocast to ``amp_dtype`` if given, in regions opened as
+    ``autocast_region`` says, as the timed ones), the share of its wall-clock time spent
+    inside the Spectral Pooling Filter modules (timed by hooks around each call, in the same
+    forward, so that load changes between rounds cancel out), and the forward's time."""
     from spanet_mm.models import SpectralPoolingFilter
     spent = [0.0]
     started: List[float] = []
@@ -400,15 +420,20 @@ def filter_time_share(model: nn.Module, x: torch.Tensor, rounds: int,
     filters = [m for m in model.modules() if isinstance(m, SpectralPoolingFilter)]
     handles = [h for m in filters for h in (m.register_forward_pre_hook(before),
                                              m.register_forward_hook(after))]
+    per_call, per_run = split_autocast(amp_dtype, autocast_region)
+
+    def forward() -> None:
+        with autocast_to(per_call, x.device):
+            model(x)
     shares = []
     try:
-        with torch.no_grad(), autocast_to(amp_dtype, x.device):
+        with torch.no_grad(), autocast_to(per_run, x.device):
             model.eval()
-            model(x)  # warm-up
+            forward()  # warm-up
             for _ in range(rounds):
                 spent[0] = 0.0
                 start = time.perf_counter()
-                model(x)
+                forward()
                 total = time.perf_counter() - start
                 shares.append((spent[0] / total, total))
     finally:
@@ -539,7 +564,8 @@ def time_contenders(contenders: Dict[str, nn.Module],
                     sizes: Sequence[Tuple[int, int]] = ((224, 224), ),
                     batch_sizes: Sequence[int] = (1, ), modes: Sequence[str] = ('forward', ),
                     rounds: int = 10, warmup: int = 2, amp: bool = False,
-                    memory: bool = False, config: Optional[str] = None, threads: int = 2,
+                    autocast_region: str = 'call', memory: bool = False,
+                    config: Optional[str] = None, threads: int = 2,
                     calibration_size: int = CALIBRATION_SIZE,
                     calibration_reps: int = CALIBRATION_REPS,
                     steady: bool = False,
@@ -556,8 +582,14 @@ def time_contenders(contenders: Dict[str, nn.Module],
         rounds: Timed rounds (each runs every contender once).
         warmup: Untimed rounds before.
         amp: Autocast to bfloat16 (CPU) or float16 (CUDA).
+        autocast_region: With ``amp``, where the autocast region opens: ``'call'`` around
+            each call (as MMEngine's loops do), ``'run'`` once around all the timed calls
+            of a setting, warm-up included (forward mode only), as code that loops inside
+            one ``with torch.autocast(...)`` does. autocast keeps the weights it casts for
+            ``nn.Linear`` and ``nn.Conv2d`` until its region closes, so a model made of them
+            converts its weights once per region rather than once per call.
         memory: Also measure the peak memory of each case (on CPU in a fresh process, which
-            builds the contender again by name).
+            builds the contender again by name, with an autocast region around its call).
         config: The config whose ``model.backbone`` is the contender ``config``.
         threads: ``torch.set_num_threads``.
         calibration_size: Side of the calibration GEMM.
@@ -586,6 +618,9 @@ def time_contenders(contenders: Dict[str, nn.Module],
         + f'load average {env["loadavg"][0]:.2f} at start')
     amp_dtype = amp_dtype_of(dev) if amp else None
     _check_variants(names, amp_dtype, modes, dev)
+    _check_autocast_region(autocast_region, amp_dtype, modes)
+    env['autocast_region'] = autocast_region if amp else None
+    per_call, per_run = split_autocast(amp_dtype, autocast_region)
     calibration = calibrate([torch.float32, amp_dtype_of(dev)], calibration_size,
                             calibration_reps, dev)
     results = []
@@ -597,11 +632,13 @@ def time_contenders(contenders: Dict[str, nn.Module],
                 for name in names:
                     if (name, height, width, batch) not in macs:
                         macs[name, height, width, batch] = forward_macs(contenders[name], x)
+                # (A graph records its own autocast: it replays the same in either region.)
                 steps = {name: (make_graphed_forward(contenders[name], x, amp_dtype)
                                 if split_variant(name)[1] == CUDA_GRAPH
-                                else make_step(contenders[name], mode, x, amp_dtype))
+                                else make_step(contenders[name], mode, x, per_call))
                          for name in timing_order(names)}
-                times, faults = interleaved_timings(steps, rounds, warmup)
+                with autocast_to(per_run, dev):
+                    times, faults = interleaved_timings(steps, rounds, warmup)
                 for name in names:
                     result = Result(name, mode, height, width, batch, times[name],
                                     macs[name, height, width, batch],
@@ -610,7 +647,7 @@ def time_contenders(contenders: Dict[str, nn.Module],
                     if mode == 'forward' and name.startswith('spanet:') and \
                             dev.type == 'cpu':
                         result.filter_share = filter_time_share(contenders[name], x, rounds,
-                                                                amp_dtype)
+                                                                amp_dtype, autocast_region)
                     if memory and hasattr(steps[name], 'capture_peak_mb'):
                         # A replay allocates nothing: the graph's memory is its capture's.
                         result.peak_mb = steps[name].capture_peak_mb
@@ -645,6 +682,20 @@ def _check_variants(names: Sequence[str], amp_dtype: Optional[torch.dtype],
                          'backward and optimiser captured too)')
 
 
+def _check_autocast_region(autocast_region: str, amp_dtype: Optional[torch.dtype],
+                           modes: Sequence[str]) -> None:
+    """Refuse an autocast region the run cannot open (before anything is built)."""
+    if autocast_region not in AUTOCAST_REGIONS:
+        raise ValueError(f'autocast_region must be one of {AUTOCAST_REGIONS}, got '
+                         f'{autocast_region!r}')
+    if autocast_region == 'run' and amp_dtype is None:
+        raise ValueError("autocast_region='run' (--autocast-region run) opens one autocast "
+                         'region around the run; it needs amp (--amp)')
+    if autocast_region == 'run' and set(modes) != {'forward'}:
+        raise ValueError("autocast_region='run' is for forward mode only: autocast would keep "
+                         'the casts of weights that each training step changes')
+
+
 def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',
                   config: Optional[str] = None, steady: bool = True, **settings) -> Report:
     """What ``tools/analysis/benchmark.py`` runs: :func:`build_contenders` by name, then
@@ -652,8 +703,10 @@ def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',
     unless ``steady=False``."""
     # Settings that would fail after the (slow) builds fail before them.
     dev = torch.device(device)
-    _check_variants(models, amp_dtype_of(dev) if settings.get('amp') else None,
-                    settings.get('modes', ('forward', )), dev)
+    amp_dtype = amp_dtype_of(dev) if settings.get('amp') else None
+    modes = settings.get('modes', ('forward', ))
+    _check_variants(models, amp_dtype, modes, dev)
+    _check_autocast_region(settings.get('autocast_region', 'call'), amp_dtype, modes)
     return time_contenders(build_contenders(models, config, device), config=config,
                            steady=steady, **settings)
 
@@ -668,7 +721,7 @@ def format_report(report: Report) -> str:
     lines = [f'calibration ({machine}, torch {env["torch"]}): '
              + ', '.join(f'{dtype} GEMM {gflops:.1f} GFLOP/s'
                          for dtype, gflops in report.calibration.items())
-             + f'; the models ran in {report.dtype}', '']
+             + f'; the models ran in {report.dtype}{_region_words(env)}', '']
     name_width = max([22] + [len(r.model) for r in results])
     head = (f'{"model":<{name_width}} {"mode":<8} {"size":>9} {"batch":>5} {"median ms":>10} '
             f'{"IQR ms":>15} {"min-max ms":>17} {"img/s":>7} {"faults":>7} {"GMAC/s":>7} '
@@ -729,6 +782,13 @@ def format_report(report: Report) -> str:
     notes.append(f'load average (1 min) at start {env["loadavg"][0]:.2f}, at end '
                  f'{env.get("loadavg_end", env["loadavg"])[0]:.2f}')
     return '\n'.join(lines + [''] + notes)
+
+
+def _region_words(env: dict) -> str:
+    region = env.get('autocast_region')
+    if region == 'run':
+        return ' (autocast: one region around all timed calls of a setting)'
+    return ' (autocast: a region around each call)' if region == 'call' else ''
 
 
 if __name__ == '__main__':

@@ -7,6 +7,10 @@ Examples::
     python tools/analysis/benchmark.py --sizes 224 512
     # the same under bfloat16 autocast
     python tools/analysis/benchmark.py --sizes 224 512 --amp
+    # ... with one autocast region around all the timed calls, as a loop inside one
+    # `with torch.autocast(...)` runs (autocast converts nn.Linear weights once per region)
+    python tools/analysis/benchmark.py --models spanet:s convnext:tiny --amp \\
+        --autocast-region run
     # SPANetV2 against the straightforward V2 reference
     python tools/analysis/benchmark.py --models spanetv2:s18_pure reference-v2:s18_pure \\
         spanetv2:s18_hybrid reference-v2:s18_hybrid --sizes 224 512
@@ -36,8 +40,8 @@ from typing import List, Optional
 # Let `python tools/analysis/benchmark.py` work from a checkout that is not pip-installed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from spanet_mm.analysis.benchmark import (CALIBRATION_SIZE, DEFAULT_MODELS,  # noqa: E402
-                                          format_report, run_benchmark)
+from spanet_mm.analysis.benchmark import (AUTOCAST_REGIONS, CALIBRATION_SIZE,  # noqa: E402
+                                          DEFAULT_MODELS, format_report, run_benchmark)
 from spanet_mm.catalogue import describe  # noqa: E402
 from spanet_mm.engine.cli import size_arg  # noqa: E402
 
@@ -65,6 +69,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', help='cpu (default) or cuda[:N]')
     parser.add_argument('--amp', action='store_true',
                         help='autocast: bfloat16 on CPU, float16 on CUDA')
+    parser.add_argument('--autocast-region', choices=AUTOCAST_REGIONS, default='call',
+                        help='with --amp, where the autocast region opens: around each call '
+                        '(default, as MMEngine\'s loops do) or once around all the timed calls '
+                        'of a setting (forward only, as a loop inside one `with '
+                        'torch.autocast(...)` runs; autocast then converts the weights of '
+                        'nn.Linear and nn.Conv2d once per region, not per call)')
     parser.add_argument('--memory', action='store_true',
                         help='also measure peak memory: on CPU each case in a fresh process '
                         '(peak RSS growth), on CUDA the allocator\'s peak during one call')
@@ -79,6 +89,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.models.append('config')
     if args.rounds < 1 or args.warmup < 0:
         parser.error('--rounds must be >= 1 and --warmup >= 0')
+    if args.autocast_region == 'run' and not (args.amp and args.mode == ['forward']):
+        parser.error('--autocast-region run needs --amp and forward mode only, got '
+                     f'amp={args.amp}, --mode {" ".join(args.mode)}')
     return args
 
 
@@ -87,8 +100,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     report = run_benchmark(
         args.models, args.device, args.config, sizes=args.sizes, batch_sizes=args.batch_sizes,
         modes=args.mode, rounds=args.rounds, warmup=args.warmup, amp=args.amp,
-        memory=args.memory, threads=args.threads, calibration_size=args.calibration_size,
-        steady=not args.allocator_as_found)
+        autocast_region=args.autocast_region, memory=args.memory, threads=args.threads,
+        calibration_size=args.calibration_size, steady=not args.allocator_as_found)
     print(format_report(report))
     if args.json:
         with open(args.json, 'w') as f:
