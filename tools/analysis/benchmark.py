@@ -89,7 +89,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.models.append('config')
     if args.rounds < 1 or args.warmup < 0:
         parser.error('--rounds must be >= 1 and --warmup >= 0')
-    if args.autocast_region == 'run' and not (args.amp and args.mode == ['forward']):
+    if args.autocast_region == 'run' and not (args.amp and set(args.mode) == {'forward'}):
         parser.error('--autocast-region run needs --amp and forward mode only, got '
                      f'amp={args.amp}, --mode {" ".join(args.mode)}')
     return args
