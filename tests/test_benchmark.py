@@ -209,13 +209,15 @@ def test_autocast_region_run_needs_amp_and_forward_mode():
     with pytest.raises(ValueError, match=r"one of \('call', 'run'\), got 'epoch'"):
         run_benchmark(['config'], amp=True, autocast_region='epoch', rounds=1,
                       log=lambda line: None)
-    # The tool refuses it in its argument parser, before building any model.
+    # The tool refuses it in its argument parser, with the same rule, before building any
+    # model.
     tool = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'tools', 'analysis',
                         'benchmark.py')
     proc = subprocess.run([sys.executable, tool, '--models', 'config', '--autocast-region',
                            'run'], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert '--autocast-region run needs --amp and forward mode only' in proc.stderr
+    assert "autocast_region='run' (--autocast-region run) opens one autocast region around " \
+        'the run; it needs amp (--amp)' in proc.stderr
 
 
 def test_cuda_graph_variant_is_its_base_module():

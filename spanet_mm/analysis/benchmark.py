@@ -696,17 +696,24 @@ def _check_autocast_region(autocast_region: str, amp_dtype: Optional[torch.dtype
                          'the casts of weights that each training step changes')
 
 
+def check_settings(models: Sequence[str], device: str = 'cpu', amp: bool = False,
+                   modes: Sequence[str] = ('forward', ), autocast_region: str = 'call') -> None:
+    """Refuse, before anything is built, contender variants and an autocast region that a
+    run with these settings cannot time (``ValueError`` naming what to change)."""
+    dev = torch.device(device)
+    amp_dtype = amp_dtype_of(dev) if amp else None
+    _check_variants(models, amp_dtype, modes, dev)
+    _check_autocast_region(autocast_region, amp_dtype, modes)
+
+
 def run_benchmark(models: Sequence[str] = DEFAULT_MODELS, device: str = 'cpu',
                   config: Optional[str] = None, steady: bool = True, **settings) -> Report:
     """What ``tools/analysis/benchmark.py`` runs: :func:`build_contenders` by name, then
     :func:`time_contenders` (whose arguments ``settings`` are), with the allocator steady
     unless ``steady=False``."""
     # Settings that would fail after the (slow) builds fail before them.
-    dev = torch.device(device)
-    amp_dtype = amp_dtype_of(dev) if settings.get('amp') else None
-    modes = settings.get('modes', ('forward', ))
-    _check_variants(models, amp_dtype, modes, dev)
-    _check_autocast_region(settings.get('autocast_region', 'call'), amp_dtype, modes)
+    check_settings(models, device, settings.get('amp', False),
+                   settings.get('modes', ('forward', )), settings.get('autocast_region', 'call'))
     return time_contenders(build_contenders(models, config, device), config=config,
                            steady=steady, **settings)
 

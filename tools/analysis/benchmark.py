@@ -41,7 +41,8 @@ from typing import List, Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from spanet_mm.analysis.benchmark import (AUTOCAST_REGIONS, CALIBRATION_SIZE,  # noqa: E402
-                                          DEFAULT_MODELS, format_report, run_benchmark)
+                                          DEFAULT_MODELS, check_settings, format_report,
+                                          run_benchmark)
 from spanet_mm.catalogue import describe  # noqa: E402
 from spanet_mm.engine.cli import size_arg  # noqa: E402
 
@@ -89,9 +90,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.models.append('config')
     if args.rounds < 1 or args.warmup < 0:
         parser.error('--rounds must be >= 1 and --warmup >= 0')
-    if args.autocast_region == 'run' and not (args.amp and set(args.mode) == {'forward'}):
-        parser.error('--autocast-region run needs --amp and forward mode only, got '
-                     f'amp={args.amp}, --mode {" ".join(args.mode)}')
+    try:  # the library's own rules, refused here as usage errors
+        check_settings(args.models, args.device, args.amp, args.mode, args.autocast_region)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
