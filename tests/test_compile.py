@@ -1,9 +1,10 @@
 """torch.compile: SPANet compiles into a single graph (the filter builds its operators inside
-it) and computes what the eager model computes, in float32 and, with frozen weights, under
-bfloat16 autocast."""
+it) and computes what the eager model computes; with frozen weights (FrozenCompiledForward)
+in float32 and under bfloat16 autocast."""
 import pytest
 import torch
 
+from spanet_mm.deployment.compiled import FrozenCompiledForward
 from spanet_mm.models import SPANet
 
 pytestmark = pytest.mark.slow
@@ -25,19 +26,28 @@ def test_compiled_backbone_is_one_graph_and_matches_eager(channels_last):
             torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_frozen_bfloat16_compilation_matches_eager():
-    """The CPU inference recipe of the README: frozen weights, bfloat16 autocast."""
-    import torch._inductor.config as inductor_config
-    model = SPANet(arch=TINY).eval()
+@pytest.mark.parametrize('amp_dtype', [None, torch.bfloat16])
+def test_frozen_compiled_forward_matches_eager(amp_dtype):
+    """The CPU inference path of the README: weights frozen into the compiled code, in float32
+    and under bfloat16 autocast."""
+    model = SPANet(arch=TINY).train()
     x = torch.randn(2, 3, 64, 96)
     torch._dynamo.reset()
-    with inductor_config.patch(freezing=True), torch.no_grad(), \
-            torch.autocast('cpu', dtype=torch.bfloat16):
-        compiled = torch.compile(model)
-        outputs = compiled(x)
+    forward = FrozenCompiledForward(model, amp_dtype=amp_dtype)
+    assert not model.training
+    outputs = forward(x)
+    again = forward(x)  # the weights did not change: no refusal, the same code
+    with torch.no_grad(), torch.autocast('cpu', dtype=amp_dtype or torch.float32,
+                                         enabled=amp_dtype is not None):
         eager = model(x)
     torch._dynamo.reset()
-    for got, want in zip(outputs, eager):
-        assert got.shape == want.shape and torch.isfinite(got).all()
-        # Both round to bfloat16 in different places; GroupNorm'ed features are unit scale.
-        assert (got.float() - want.float()).abs().mean() < 0.05
+    for got, repeated, want in zip(outputs, again, eager):
+        assert got.dtype == want.dtype and not got.requires_grad
+        torch.testing.assert_close(repeated, got, atol=0, rtol=0)
+        if amp_dtype is None:
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        else:
+            # Both round to bfloat16 in different places; GroupNorm'ed features are unit
+            # scale.
+            assert got.shape == want.shape and torch.isfinite(got).all()
+            assert (got.float() - want.float()).abs().mean() < 0.05

@@ -117,3 +117,31 @@ def test_cuda_graph_forward_refuses_what_it_cannot_record():
         CUDAGraphForward(model, [torch.zeros(1)])
     with pytest.raises(ValueError, match='warmup must be an int >= 1, got 0'):
         CUDAGraphForward(model, torch.zeros(1), warmup=0)
+
+
+def test_frozen_compiled_forward_refuses_changed_weights(tiny_arch):
+    """The compiled code keeps the weights it was compiled with: a call after they change in
+    place or are replaced fails (before anything compiles) instead of using stale ones."""
+    from spanet_mm.deployment.compiled import FrozenCompiledForward
+    x = torch.randn(1, 3, 32, 32)
+    model = SPANet(tiny_arch)
+    loaded = FrozenCompiledForward(model)
+    model.load_state_dict(SPANet(tiny_arch).state_dict())
+    with pytest.raises(RuntimeError, match=r"'stem\.\w+' changed after FrozenCompiledForward "
+                       'froze the weights of SPANet .*Load the weights first'):
+        loaded(x)
+
+    stepped = FrozenCompiledForward(model)
+    weight = model.stages[0][0].mlp.fc1.weight
+    with torch.no_grad():
+        weight.mul_(2)  # as an optimiser step does
+    with pytest.raises(RuntimeError, match=r"'stages\.0\.0\.mlp\.fc1\.weight' changed"):
+        stepped(x)
+
+    replaced = FrozenCompiledForward(model)
+    model.norm3.weight = torch.nn.Parameter(torch.ones_like(model.norm3.weight))
+    with pytest.raises(RuntimeError, match=r"'norm3\.weight' changed"):
+        replaced(x)
+
+    with pytest.raises(TypeError, match='compiles an nn.Module, got function'):
+        FrozenCompiledForward(lambda x: x)

@@ -4,7 +4,7 @@ What ``tools/analysis/benchmark.py`` runs. Contenders are catalogued backbones
 (:mod:`spanet_mm.catalogue`, ``FAMILY:ARCH``: ``spanet:s``, ``reference:s``,
 ``spanet-nofilter:s``, ``spanet-cp:s``, ``spanetv2:s18_pure``, ``reference-v2:s18_pure``,
 ``convnext:tiny``, ``swin:tiny``, ``poolformer:s24``, ...) and ``config``, the
-``model.backbone`` of a config file. Two variants of a contender ``NAME`` (forward only) say
+``model.backbone`` of a config file. Three variants of a contender ``NAME`` (forward only) say
 where its time goes:
 
 - ``NAME@amp-weights``: its weights stored in the autocast dtype (bfloat16 on CPU, float16 on
@@ -14,6 +14,11 @@ where its time goes:
 - ``NAME@cuda-graph`` (CUDA only): the same model, its forward captured once per input size in
   a CUDA graph and replayed: the forward without the host's cost of launching each kernel,
   i.e. what is left when the GPU, not the Python side, sets the pace.
+- ``NAME@compiled``: the same model, compiled by ``torch.compile`` (inductor) with its weights
+  frozen into the compiled code (:class:`~spanet_mm.deployment.compiled.FrozenCompiledForward`),
+  one static graph per input size, compiled before the timing (the report gives the compile
+  time): the opt-in inference path, without per-call weight conversions and with fused
+  element-wise chains.
 
 Method: every contender is built once in this process; each round runs every contender once
 in turn (interleaved, every other round in reverse order, so that load changes hit all
@@ -72,6 +77,7 @@ import torch
 from torch import nn
 
 from ..catalogue import build_backbone, split_name, without_filters
+from ..deployment.compiled import FrozenCompiledForward
 from ..deployment.cuda_graph import CUDAGraphForward
 
 DEFAULT_MODELS = ('spanet:s', 'reference:s', 'spanet-nofilter:s', 'convnext:tiny')
@@ -79,10 +85,11 @@ DEFAULT_MODELS = ('spanet:s', 'reference:s', 'spanet-nofilter:s', 'convnext:tiny
 CALIBRATION_SIZE = 2048
 CALIBRATION_REPS = 5
 # Variants of a contender, NAME@VARIANT: weights stored in the autocast dtype; the forward
-# replayed from a CUDA graph.
+# replayed from a CUDA graph; the forward compiled with frozen weights.
 AMP_WEIGHTS = 'amp-weights'
 CUDA_GRAPH = 'cuda-graph'
-VARIANTS = (AMP_WEIGHTS, CUDA_GRAPH)
+COMPILED = 'compiled'
+VARIANTS = (AMP_WEIGHTS, CUDA_GRAPH, COMPILED)
 # Where the autocast region of a run with amp opens: around each call, or once around all the
 # timed calls of a setting (as a loop inside one ``with torch.autocast(...)`` runs).
 AUTOCAST_REGIONS = ('call', 'run')
@@ -103,6 +110,7 @@ class Result:
     peak_mb: Optional[float] = None
     filter_share: List[Tuple[float, float]] = field(default_factory=list)  # (share, s)
     page_faults: List[int] = field(default_factory=list)  # minor faults of each timed call
+    compile_s: Optional[float] = None  # NAME@compiled: seconds to compile for this input
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.times)
@@ -136,7 +144,7 @@ class Result:
             q1_ms=1000 * self.quantile(0.25), q3_ms=1000 * self.quantile(0.75),
             min_ms=1000 * min(self.times), max_ms=1000 * max(self.times),
             images_per_s=self.batch * 1000 / self.median_ms, rounds=len(self.times),
-            macs=self.macs, gmacs_per_s=self.gmacs_per_s,
+            macs=self.macs, gmacs_per_s=self.gmacs_per_s, compile_s=self.compile_s,
             calibration_share=calibration_share(self, calibration, dtype),
             peak_mb=self.peak_mb, times_ms=[1000 * t for t in self.times],
             filter_share=self.filter_share, page_faults=self.page_faults,
@@ -330,6 +338,37 @@ def make_graphed_forward(model: nn.Module, x: torch.Tensor,
     return replay
 
 
+def make_compiled_forward(model: nn.Module, x: torch.Tensor,
+                          amp_dtype: Optional[torch.dtype] = None) -> Callable[[], None]:
+    """:func:`make_step`'s forward compiled with frozen weights
+    (:class:`~spanet_mm.deployment.compiled.FrozenCompiledForward`, a static graph for
+    ``x``'s shape), compiled here by one call; its ``compile_s`` is how long that took."""
+    compiled = FrozenCompiledForward(model, amp_dtype, dynamic=False)
+
+    def forward() -> None:
+        compiled(x)
+        _synchronize(x.device)
+    start = time.perf_counter()
+    forward()
+    forward.compile_s = time.perf_counter() - start
+    return forward
+
+
+def make_call(name: str, model: nn.Module, mode: str, x: torch.Tensor,
+              amp_dtype: Optional[torch.dtype] = None,
+              autocast_region: str = 'call') -> Callable[[], None]:
+    """One call of the contender ``name`` (``model``) on ``x``, as its variant runs it:
+    replayed from a CUDA graph, compiled, or :func:`make_step`'s eager step with an autocast
+    region of its own where ``autocast_region`` is ``'call'``. (A graph or compiled code opens
+    its own region: it runs the same in either.)"""
+    variant = split_variant(name)[1]
+    if variant == CUDA_GRAPH:
+        return make_graphed_forward(model, x, amp_dtype)
+    if variant == COMPILED:
+        return make_compiled_forward(model, x, amp_dtype)
+    return make_step(model, mode, x, split_autocast(amp_dtype, autocast_region)[0])
+
+
 def interleaved_timings(steps: Dict[str, Callable[[], None]], rounds: int,
                         warmup: int) -> Tuple[Dict[str, List[float]], Dict[str, List[int]]]:
     """Wall-clock seconds of each step, run round by round, in turn, and the minor page
@@ -470,7 +509,8 @@ def _memory_child(spec: dict) -> float:
     torch.set_num_threads(spec['threads'])
     model = build_contender(spec['name'], spec['config'])
     x = torch.randn(spec['batch'], 3, spec['height'], spec['width'])
-    step = make_step(model, spec['mode'], x, amp_dtype_of(x.device) if spec['amp'] else None)
+    step = make_call(spec['name'], model, spec['mode'], x,
+                     amp_dtype_of(x.device) if spec['amp'] else None)
     step()  # first-call allocations (oneDNN primitives, operator caches) are not the step's
     for param in model.parameters():
         param.grad = None  # the gradients count as the step's memory
@@ -553,7 +593,7 @@ def build_contenders(models: Sequence[str], config: Optional[str] = None,
             built[name] = without_filters(built[partner])
         elif variant == AMP_WEIGHTS and base in built:
             built[name] = copy.deepcopy(built[base]).to(amp_dtype_of(torch.device(device)))
-        elif variant == CUDA_GRAPH and base in built:
+        elif variant in (CUDA_GRAPH, COMPILED) and base in built:
             built[name] = built[base]
         else:
             built[name] = build_contender(name, config, device)
@@ -620,7 +660,7 @@ def time_contenders(contenders: Dict[str, nn.Module],
     _check_variants(names, amp_dtype, modes, dev)
     _check_autocast_region(autocast_region, amp_dtype, modes)
     env['autocast_region'] = autocast_region if amp else None
-    per_call, per_run = split_autocast(amp_dtype, autocast_region)
+    per_run = split_autocast(amp_dtype, autocast_region)[1]
     calibration = calibrate([torch.float32, amp_dtype_of(dev)], calibration_size,
                             calibration_reps, dev)
     results = []
@@ -632,20 +672,23 @@ def time_contenders(contenders: Dict[str, nn.Module],
                 for name in names:
                     if (name, height, width, batch) not in macs:
                         macs[name, height, width, batch] = forward_macs(contenders[name], x)
-                # (A graph records its own autocast: it replays the same in either region.)
-                steps = {name: (make_graphed_forward(contenders[name], x, amp_dtype)
-                                if split_variant(name)[1] == CUDA_GRAPH
-                                else make_step(contenders[name], mode, x, per_call))
+                if any(split_variant(name)[1] == COMPILED for name in names):
+                    # The graphs of earlier settings are done with; past torch's limit of
+                    # graphs per function, more shapes would run eagerly without a word.
+                    torch._dynamo.reset()
+                steps = {name: make_call(name, contenders[name], mode, x, amp_dtype,
+                                         autocast_region)
                          for name in timing_order(names)}
                 with autocast_to(per_run, dev):
                     times, faults = interleaved_timings(steps, rounds, warmup)
                 for name in names:
                     result = Result(name, mode, height, width, batch, times[name],
                                     macs[name, height, width, batch],
-                                    page_faults=faults[name])
-                    # Host-side hooks cannot time asynchronous CUDA work.
+                                    page_faults=faults[name],
+                                    compile_s=getattr(steps[name], 'compile_s', None))
+                    # Host-side hooks cannot time asynchronous CUDA work, nor compiled code.
                     if mode == 'forward' and name.startswith('spanet:') and \
-                            dev.type == 'cpu':
+                            dev.type == 'cpu' and split_variant(name)[1] != COMPILED:
                         result.filter_share = filter_time_share(contenders[name], x, rounds,
                                                                 amp_dtype, autocast_region)
                     if memory and hasattr(steps[name], 'capture_peak_mb'):
@@ -669,17 +712,19 @@ def _check_variants(names: Sequence[str], amp_dtype: Optional[torch.dtype],
     variants = {name: split_variant(name)[1] for name in names}
     twins = [name for name, variant in variants.items() if variant == AMP_WEIGHTS]
     graphed = [name for name, variant in variants.items() if variant == CUDA_GRAPH]
+    compiled = [name for name, variant in variants.items() if variant == COMPILED]
     if twins and amp_dtype is None:
         raise ValueError(f'{", ".join(twins)}: weights stored in the autocast dtype take '
                          'float32 input through autocast only; run with amp (--amp)')
     if graphed and device.type != 'cuda':
         raise ValueError(f'{", ".join(graphed)}: CUDA graphs need a CUDA device (--device '
                          f'cuda), got {device}')
-    if (twins or graphed) and set(modes) != {'forward'}:
-        raise ValueError(f'{", ".join(twins + graphed)}: variants are timed in forward mode '
-                         'only (a training step would update weights stored in '
-                         f'{dtype_name(amp_dtype or amp_dtype_of(device))}, or need its '
-                         'backward and optimiser captured too)')
+    if (twins or graphed or compiled) and set(modes) != {'forward'}:
+        raise ValueError(f'{", ".join(twins + graphed + compiled)}: variants are timed in '
+                         'forward mode only (a training step would update weights stored in '
+                         f'{dtype_name(amp_dtype or amp_dtype_of(device))} or frozen into '
+                         'compiled code, or need its backward and optimiser captured in a '
+                         'graph too)')
 
 
 def _check_autocast_region(autocast_region: str, amp_dtype: Optional[torch.dtype],
@@ -764,6 +809,10 @@ def format_report(report: Report) -> str:
                          f'{100 * shares[0]:.1f}-{100 * shares[-1]:.1f}%, in the fastest '
                          f'(least disturbed) forward {100 * fastest[0]:.1f}% of '
                          f'{1000 * fastest[1]:.1f} ms')
+        if r.compile_s is not None:
+            notes.append(f'compile time of {r.model} {r.height}x{r.width} batch {r.batch}: '
+                         f'{r.compile_s:.1f} s (torch.compile, inductor, frozen weights; '
+                         'once per input shape, before the timed calls)')
         bare = by_key.get((f'spanet-nofilter:{arch}', ) + key)
         if kind == 'spanet' and bare:
             whole = 1 - bare.median_ms / r.median_ms

@@ -25,6 +25,10 @@ Examples::
     # a CUDA graph
     python tools/analysis/benchmark.py --device cuda --amp --sizes 224 --batch-sizes 32 \\
         --models spanet:s convnext:tiny spanet:s@cuda-graph convnext:tiny@cuda-graph
+    # the opt-in inference path: each model again compiled with frozen weights
+    # (torch.compile; SPANet-S compiles in about 30-40 s per size on 2 vCPUs)
+    python tools/analysis/benchmark.py --models spanet:s convnext:tiny spanet:s@compiled \\
+        convnext:tiny@compiled --amp --sizes 224 512
     # the backbone of a config, at a detection size
     python tools/analysis/benchmark.py --config configs/mmdet/retinanet_spanet_s_1x.py \\
         --models config reference:s --sizes 800x1216
@@ -53,8 +57,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS), metavar='NAME',
                         help='contenders, FAMILY:ARCH or "config" (default: %(default)s), '
                         'each optionally with a variant suffix, forward only: @amp-weights '
-                        '(weights stored in the autocast dtype; --amp) or @cuda-graph (the '
-                        'forward replayed from a CUDA graph; --device cuda); '
+                        '(weights stored in the autocast dtype; --amp), @cuda-graph (the '
+                        'forward replayed from a CUDA graph; --device cuda) or @compiled '
+                        '(torch.compile with frozen weights, compiled before the timing); '
                         f'known: {describe()}')
     parser.add_argument('--config', help='config whose model.backbone is the contender '
                         '"config" (added to --models if not listed)')
