@@ -145,3 +145,6 @@ def test_frozen_compiled_forward_refuses_changed_weights(tiny_arch):
 
     with pytest.raises(TypeError, match='compiles an nn.Module, got function'):
         FrozenCompiledForward(lambda x: x)
+    with pytest.raises(ValueError, match="amp_dtype must be None or a floating-point "
+                       "torch.dtype .*, got 'bf16'"):
+        FrozenCompiledForward(model, amp_dtype='bf16')

@@ -52,6 +52,10 @@ class FrozenCompiledForward:
         if not isinstance(model, nn.Module):
             raise TypeError(f'FrozenCompiledForward compiles an nn.Module, got '
                             f'{type(model).__name__}')
+        if amp_dtype is not None and not (isinstance(amp_dtype, torch.dtype)
+                                          and amp_dtype.is_floating_point):
+            raise ValueError(f'amp_dtype must be None or a floating-point torch.dtype (e.g. '
+                             f'torch.bfloat16), got {amp_dtype!r}')
         model.eval()  # (some modules, e.g. MMPretrain's ConvNeXt, return None from eval())
         self.model = model
         self.amp_dtype = amp_dtype
