@@ -4,7 +4,7 @@ An eager SPANet forward issues about 1,100 operations, and under bfloat16 autoca
 every weight at every call (nothing can tell when a parameter has changed, so nothing may keep
 the conversions). Compiled with freezing, the parameters are constants of the compiled code:
 their bfloat16 copies and oneDNN's packed layouts are made once, when compiling, and the
-element-wise chains of each block fuse. The price is compile time (about 30-40 s for SPANet-S
+element-wise chains of each block fuse. The price is compile time (about 30-45 s for SPANet-S
 on a 2-vCPU machine, per input size) and weights that must not change afterwards: compile
 after loading them. README, "Export and compilation", has the figures.
 """

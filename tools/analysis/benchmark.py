@@ -26,7 +26,7 @@ Examples::
     python tools/analysis/benchmark.py --device cuda --amp --sizes 224 --batch-sizes 32 \\
         --models spanet:s convnext:tiny spanet:s@cuda-graph convnext:tiny@cuda-graph
     # the opt-in inference path: each model again compiled with frozen weights
-    # (torch.compile; SPANet-S compiles in about 30-40 s per size on 2 vCPUs)
+    # (torch.compile; SPANet-S compiles in about 30-45 s per size on 2 vCPUs)
     python tools/analysis/benchmark.py --models spanet:s convnext:tiny spanet:s@compiled \\
         convnext:tiny@compiled --amp --sizes 224 512
     # the backbone of a config, at a detection size
