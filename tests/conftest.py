@@ -11,6 +11,14 @@ def tiny_arch():
     return dict(TINY_ARCH)
 
 
+@pytest.fixture
+def one_stage_spanet():
+    """A SPANet of one small stage (eval mode, its one output): the cheapest to compile."""
+    from spanet_mm import SPANet
+    return SPANet(dict(embed_dims=[12], depths=[1], radii=[2], res_scale=[False]),
+                  out_indices=(0, )).eval()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -21,7 +21,6 @@ from spanet_mm.analysis.benchmark import (Result, build_contender,
                                           split_variant, time_contenders, timing_order)
 from spanet_mm.analysis.flops import count_complexity
 from spanet_mm.catalogue import build_backbone, without_filters
-from spanet_mm.models import SPANet
 
 
 def test_filterless_model_is_timed_right_after_its_partner():
@@ -244,15 +243,14 @@ def test_cuda_graph_variant_needs_cuda_and_forward_mode():
 
 
 @pytest.mark.slow
-def test_compiled_variant_is_its_base_module_compiled_before_the_timing():
+def test_compiled_variant_is_its_base_module_compiled_before_the_timing(one_stage_spanet):
     """``NAME@compiled`` times the very module ``NAME``, compiled with frozen weights before
     the timed calls; the report gives the compile time. A one-stage SPANet keeps the
     compilation short."""
     built = build_contenders(['convnext:atto@compiled', 'convnext:atto'])
     assert built['convnext:atto@compiled'] is built['convnext:atto']
     assert reference_of('spanet:s@compiled') is None
-    model = SPANet(dict(embed_dims=[12], depths=[1], radii=[2], res_scale=[False]),
-                   out_indices=(0, )).eval()
+    model = one_stage_spanet
     lines = []
     report = time_contenders({'spanet:one': model, 'spanet:one@compiled': model},
                              sizes=[(32, 32)], rounds=2, warmup=1, amp=True,

@@ -93,11 +93,10 @@ def test_jit_trace_keeps_sizes_dynamic(tiny_arch, tiny_v2_arch, family):
                 torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
-def test_torch_compile_matches_eager():
+def test_torch_compile_matches_eager(one_stage_spanet):
     """Cheap on purpose: a one-stage SPANet at two small sizes, compiled for static shapes
     (a graph per size), so the test checks inductor's code rather than waiting for it."""
-    model = SPANet(dict(embed_dims=[12], depths=[1], radii=[2], res_scale=[False]),
-                   out_indices=(0, )).eval()
+    model = one_stage_spanet
     compiled = torch.compile(model, dynamic=False)
     with torch.no_grad():
         for size in [(32, 32), (28, 36)]:

@@ -62,6 +62,9 @@ class FrozenCompiledForward:
         first = next(chain(model.parameters(), model.buffers()), None)
         self.device_type = first.device.type if first is not None else 'cpu'
         self.compiled = torch.compile(model, dynamic=dynamic)
+        # Imported here rather than with this module: it takes about a second.
+        import torch._inductor.config as inductor_config
+        self._inductor_config = inductor_config
         # Every parameter and buffer where the module holds it, with its version and memory:
         # what must not change while the compiled code keeps the values.
         self._frozen = [(module_name, store, key, tensor, tensor._version, tensor.data_ptr())
@@ -85,7 +88,6 @@ class FrozenCompiledForward:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The module's forward of ``args``, compiled (on the first call for a shape)."""
         self.check_weights_unchanged()
-        import torch._inductor.config as inductor_config
-        with torch.no_grad(), inductor_config.patch(freezing=True), torch.autocast(
+        with torch.no_grad(), self._inductor_config.patch(freezing=True), torch.autocast(
                 self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             return self.compiled(*args, **kwargs)
