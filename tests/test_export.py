@@ -116,6 +116,9 @@ def test_cuda_graph_forward_refuses_what_it_cannot_record():
         CUDAGraphForward(model, [torch.zeros(1)])
     with pytest.raises(ValueError, match='warmup must be an int >= 1, got 0'):
         CUDAGraphForward(model, torch.zeros(1), warmup=0)
+    with pytest.raises(ValueError, match="amp_dtype must be None or a floating-point "
+                       "torch.dtype .*, got torch.int8"):
+        CUDAGraphForward(model, torch.zeros(1), amp_dtype=torch.int8)
 
 
 def test_frozen_compiled_forward_refuses_changed_weights(tiny_arch):

@@ -14,6 +14,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from .amp import autocast_or_off, check_amp_dtype
+
 
 class FrozenCompiledForward:
     """A module's inference forward, compiled by ``torch.compile`` (inductor) with its
@@ -52,10 +54,7 @@ class FrozenCompiledForward:
         if not isinstance(model, nn.Module):
             raise TypeError(f'FrozenCompiledForward compiles an nn.Module, got '
                             f'{type(model).__name__}')
-        if amp_dtype is not None and not (isinstance(amp_dtype, torch.dtype)
-                                          and amp_dtype.is_floating_point):
-            raise ValueError(f'amp_dtype must be None or a floating-point torch.dtype (e.g. '
-                             f'torch.bfloat16), got {amp_dtype!r}')
+        check_amp_dtype(amp_dtype)
         model.eval()  # (some modules, e.g. MMPretrain's ConvNeXt, return None from eval())
         self.model = model
         self.amp_dtype = amp_dtype
@@ -88,6 +87,6 @@ class FrozenCompiledForward:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The module's forward of ``args``, compiled (on the first call for a shape)."""
         self.check_weights_unchanged()
-        with torch.no_grad(), self._inductor_config.patch(freezing=True), torch.autocast(
-                self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with torch.no_grad(), self._inductor_config.patch(freezing=True), autocast_or_off(
+                self.device_type, self.amp_dtype):
             return self.compiled(*args, **kwargs)

@@ -11,6 +11,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from .amp import autocast_or_off, check_amp_dtype
+
 
 class CUDAGraphForward:
     """A module's inference forward, recorded once in a CUDA graph for inputs like
@@ -48,6 +50,7 @@ class CUDAGraphForward:
                  amp_dtype: Optional[torch.dtype] = None, warmup: int = 3) -> None:
         if not (isinstance(warmup, int) and warmup >= 1):
             raise ValueError(f'warmup must be an int >= 1, got {warmup!r}')
+        check_amp_dtype(amp_dtype)
         if not isinstance(example, Tensor) or example.device.type != 'cuda':
             where = example.device if isinstance(example, Tensor) else type(example).__name__
             raise ValueError(f'CUDAGraphForward records CUDA kernels: it needs an example '
@@ -74,8 +77,7 @@ class CUDAGraphForward:
                                 - allocated) / 2**20
 
     def _forward(self) -> Any:
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                             enabled=self.amp_dtype is not None):
+        with torch.no_grad(), autocast_or_off(self.device.type, self.amp_dtype):
             return self.model(self.input)
 
     def __call__(self, x: Tensor) -> Any:
