@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from spanet_mm.analysis.benchmark import (Result, build_contender,
-                                          build_contenders, calibrate, calibration_share,
-                                          format_report, gemm_gflops, interleaved_timings,
-                                          peak_memory_mb, reference_of, run_benchmark,
-                                          split_variant, time_contenders, timing_order)
+from spanet_mm.analysis.benchmark import (Result, build_contender, build_contenders, calibrate,
+                                          calibration_share, format_report, gemm_gflops,
+                                          interleaved_timings, peak_memory_mb, reference_of,
+                                          run_benchmark, split_variant, time_contenders,
+                                          timing_order)
 from spanet_mm.analysis.flops import count_complexity
 from spanet_mm.catalogue import build_backbone, without_filters
 
