@@ -1,7 +1,10 @@
-"""spanet_mm: SPANet (ICCV 2023) as a backbone for the OpenMMLab 2.x codebases."""
+"""spanet_mm: SPANet (ICCV 2023) and SPANetV2 (TPAMI 2026) as backbones for the OpenMMLab 2.x
+codebases (MMDetection 3, MMSegmentation 1, MMPretrain 1)."""
+
 import os.path as osp
 import shutil
 import sys
+from typing import List
 
 from setuptools import find_packages, setup
 
@@ -34,9 +37,21 @@ def add_mim_extension() -> bool:
 
 def read_version() -> str:
     namespace = {}
-    with open(osp.join(osp.dirname(__file__), 'spanet_mm', 'version.py')) as f:
+    with open(osp.join(HERE, 'spanet_mm', 'version.py')) as f:
         exec(f.read(), namespace)
     return namespace['__version__']
+
+
+def read_readme() -> str:
+    path = osp.join(HERE, 'README.md')
+    return open(path, encoding='utf-8').read() if osp.exists(path) else ''
+
+
+def requirements(name: str) -> List[str]:
+    """The package names of ``requirements/<name>.txt`` (their versions are pinned in
+    ``requirements/constraints.txt``, which tools/install.sh passes to every pip call)."""
+    with open(osp.join(HERE, 'requirements', f'{name}.txt')) as f:
+        return [line.split('#')[0].strip() for line in f if line.split('#')[0].strip()]
 
 
 made_mim_copy = add_mim_extension()
@@ -44,17 +59,31 @@ try:
     setup(
         name='spanet_mm',
         version=read_version(),
-        description='SPANet backbone (ICCV 2023) for MMDetection, MMSegmentation and MMPretrain',
-        long_description=open('README.md', encoding='utf-8').read() if osp.exists('README.md') else '',
+        description='SPANet (ICCV 2023) and SPANetV2 (TPAMI 2026) backbones for MMDetection, '
+        'MMSegmentation and MMPretrain',
+        long_description=read_readme(),
         long_description_content_type='text/markdown',
+        keywords='computer vision, backbone, spectral token mixer, SPANet, SPANetV2, OpenMMLab',
         license='Apache-2.0',
+        classifiers=[
+            'License :: OSI Approved :: Apache Software License',
+            'Programming Language :: Python :: 3',
+            'Topic :: Scientific/Engineering :: Artificial Intelligence',
+        ],
         packages=find_packages(include=['spanet_mm', 'spanet_mm.*']),
-        package_data={'spanet_mm': ['.mim/model-index.yml', '.mim/configs/*/*.py',
-                                    '.mim/configs/*/*.yml']},
+        package_data={
+            'spanet_mm': ['.mim/model-index.yml', '.mim/configs/*/*.py', '.mim/configs/*/*.yml']
+        },
         python_requires='>=3.8',
-        # The OpenMMLab stack (torch, mmcv with ops, ...) is installed by tools/install.sh or by
-        # `mim`, not resolved here: letting pip resolve torch would swap the installed build.
-        install_requires=['mmengine>=0.10.0'],
+        # torch and mmcv (with its compiled ops) are not resolved here: letting pip resolve
+        # torch would swap the installed build. tools/install.sh installs the whole pinned
+        # stack; on a GPU machine, `mim install mmcv` picks the build for its torch.
+        install_requires=requirements('runtime'),
+        extras_require={
+            'deploy': requirements('deploy'),
+            'tools': requirements('tools'),
+            'tests': requirements('tests') + requirements('tools') + requirements('deploy'),
+        },
         zip_safe=False,
     )
 finally:

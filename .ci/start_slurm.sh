@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts a one-node Slurm cluster on this machine for tests/test_launch.py (tools/slurm_*.sh).
+# Starts a one-node Slurm cluster on this machine for tests/test_engine/test_cpu_distributed.py (tools/slurm_*.sh).
 #
 #   sudo bash .ci/start_slurm.sh     # .ci/run calls it before the tests; CI runs as root
 #

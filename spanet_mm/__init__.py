@@ -7,13 +7,24 @@ codebases' registries fall back to, so ``custom_imports=dict(imports=['spanet_mm
 config needs. It also makes MMPretrain's name-based API (``get_model('spanet_s_in1k')``) know
 this package's models, without importing MMPretrain itself.
 """
-from . import engine  # noqa: F401  allow-lists Runner checkpoints for torch.load
-from . import model_hub
+
+from . import (
+    engine,  # noqa: F401  allow-lists Runner checkpoints for torch.load
+    model_hub,
+)
 from .models import SPAM, ExSPAM, SPANet, SPANetV2, SpectralPoolingFilter, spectral_mask
 from .optim import LayerDecayOptimWrapperConstructor
 from .version import __version__
 
 model_hub.install()
 
-__all__ = ['SPANet', 'SPANetV2', 'SPAM', 'ExSPAM', 'SpectralPoolingFilter', 'spectral_mask',
-           'LayerDecayOptimWrapperConstructor', '__version__']
+__all__ = [
+    'SPANet',
+    'SPANetV2',
+    'SPAM',
+    'ExSPAM',
+    'SpectralPoolingFilter',
+    'spectral_mask',
+    'LayerDecayOptimWrapperConstructor',
+    '__version__',
+]

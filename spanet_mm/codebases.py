@@ -18,12 +18,18 @@ Scopes, one way: registering a codebase never changes the process's default scop
 a ``Runner`` makes the config's ``default_scope`` its own when it is created (as the
 codebases' own ``tools/train.py`` rely on).
 """
+
 from contextlib import contextmanager
 from importlib import import_module
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 from mmengine.config import Config, ConfigDict
+from mmengine.hub import get_config
+from mmengine.registry import DefaultScope
+from mmengine.utils import import_modules_from_strings
 from torch import Tensor, nn
+
+from .models import SPANet, SPANetV2, SpectralBackbone
 
 # default_scope -> the package whose ``utils.register_all_modules`` registers its modules.
 CODEBASES = {'mmdet': 'mmdet', 'mmseg': 'mmseg', 'mmpretrain': 'mmpretrain'}
@@ -40,9 +46,11 @@ def codebase_of(cfg: Config) -> str:
     """
     scope = cfg.get('default_scope')
     if scope not in CODEBASES:
-        raise ValueError(f'The config must set default_scope to one of {sorted(CODEBASES)} '
-                         f'(usually inherited from the codebase\'s default_runtime.py), '
-                         f'got {scope!r}')
+        raise ValueError(
+            f'The config must set default_scope to one of {sorted(CODEBASES)} '
+            f"(usually inherited from the codebase's default_runtime.py), "
+            f'got {scope!r}'
+        )
     return scope
 
 
@@ -57,7 +65,6 @@ def register_codebase(scope: str) -> None:
 @contextmanager
 def default_scope(scope: str) -> Iterator[None]:
     """Make ``scope`` the default scope while the context is open (the caller's afterwards)."""
-    from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope(scope):
         yield
 
@@ -76,7 +83,6 @@ def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) 
         cfg.merge_from_dict(cfg_options)
     # Config.fromfile imports them already; a config built in code has not yet.
     if cfg.get('custom_imports'):
-        from mmengine.utils import import_modules_from_strings
         import_modules_from_strings(**cfg.custom_imports)
     return cfg
 
@@ -91,10 +97,11 @@ def build_model(cfg: Config, part: Optional[str] = None) -> nn.Module:
     scope = codebase_of(cfg)
     register_codebase(scope)
     spec = cfg.model
-    for key in (part.split('.') if part else []):
+    for key in part.split('.') if part else []:
         if key not in spec:
-            raise KeyError(f'The config\'s model has no {part!r} (looked for {key!r} in '
-                           f'{sorted(spec)})')
+            raise KeyError(
+                f"The config's model has no {part!r} (looked for {key!r} in {sorted(spec)})"
+            )
         spec = spec[key]
     registry = import_module(f'{CODEBASES[scope]}.registry').MODELS
     with default_scope(scope):
@@ -104,10 +111,45 @@ def build_model(cfg: Config, part: Optional[str] = None) -> nn.Module:
     return model
 
 
-# -- configs written in code -------------------------------------------------------------------
+# -- this package's backbones by name ---------------------------------------------------------
 
-# A catalogue name ``FAMILY:ARCH``, or ``(family, arch)`` where the arch may be a custom dict.
+# ``FAMILY:ARCH`` names of the two generations, e.g. ``spanet:s``, ``spanetv2:s18_pure``.
+GENERATIONS = {'spanet': SPANet, 'spanetv2': SPANetV2}
+
+# ``FAMILY:ARCH``, or ``(family, arch)`` where the arch may be a custom dict.
 ModelName = Union[str, Tuple[str, Union[str, dict]]]
+
+
+def split_model_name(model: ModelName) -> Tuple[str, Union[str, dict]]:
+    """``'spanet:s'`` -> ``('spanet', 's')``; a ``(family, arch)`` pair is checked and returned.
+
+    Raises:
+        ValueError: The family is not one of :data:`GENERATIONS` or the arch is missing.
+    """
+    family, arch = model if isinstance(model, tuple) else model.partition(':')[::2]
+    if family not in GENERATIONS or not arch:
+        raise ValueError(
+            f'Expected spanet:ARCH or spanetv2:ARCH (e.g. spanet:s, '
+            f'spanetv2:s18_pure), got {model!r}'
+        )
+    return family, arch
+
+
+def generation_class(family: str) -> Type[SpectralBackbone]:
+    """The backbone class of a generation's family name (``spanet`` or ``spanetv2``)."""
+    return GENERATIONS[split_model_name((family, 'any'))[0]]
+
+
+def build_backbone(model: ModelName) -> SpectralBackbone:
+    """A backbone of this package by name (``spanet:s``, or ``('spanetv2', arch_dict)``), with
+    its constructors' random initialisation, in eval mode."""
+    family, arch = split_model_name(model)
+    backbone = GENERATIONS[family](arch)
+    backbone.eval()
+    return backbone
+
+
+# -- configs written in code -------------------------------------------------------------------
 
 
 def classifier_config(model: ModelName, num_classes: int = 1000) -> Config:
@@ -119,44 +161,45 @@ def classifier_config(model: ModelName, num_classes: int = 1000) -> Config:
       authors' MLP head (:class:`spanet_mm.models.heads.SPANetV2ClsHead`).
 
     Args:
-        model (str | tuple): ``FAMILY:ARCH`` (see :mod:`spanet_mm.catalogue`), or a
+        model (str | tuple): ``FAMILY:ARCH`` (see :mod:`spanet_tools.catalogue`), or a
             ``(family, arch)`` pair whose arch may be a custom arch dict.
         num_classes (int): Number of classes. Defaults to 1000.
     """
-    from .catalogue import backbone_class, split_name
-    family, arch = split_name(model) if isinstance(model, str) else model
-    if family not in ('spanet', 'spanetv2'):
-        raise ValueError(f'An ImageNet classifier is defined for spanet:ARCH and '
-                         f'spanetv2:ARCH, got {family}:{arch}')
-    width = backbone_class(family).resolve_arch(arch)['embed_dims'][-1]
+    family, arch = split_model_name(model)
+    width = GENERATIONS[family].resolve_arch(arch)['embed_dims'][-1]
     if family == 'spanet':
-        backbone = dict(type='SPANet', arch=arch, out_indices=(3, ))
+        backbone = dict(type='SPANet', arch=arch, out_indices=(3,))
         neck = dict(type='GlobalAveragePooling')
-        head = dict(type='LinearClsHead', num_classes=num_classes, in_channels=width,
-                    loss=dict(type='CrossEntropyLoss'))
-    elif family == 'spanetv2':
-        backbone = dict(type='SPANetV2', arch=arch, out_indices=(3, ),
-                        gap_before_final_norm=True)
+        head = dict(
+            type='LinearClsHead',
+            num_classes=num_classes,
+            in_channels=width,
+            loss=dict(type='CrossEntropyLoss'),
+        )
+    else:
+        backbone = dict(type='SPANetV2', arch=arch, out_indices=(3,), gap_before_final_norm=True)
         neck = None
-        head = dict(type='SPANetV2ClsHead', num_classes=num_classes, in_channels=width,
-                    loss=dict(type='CrossEntropyLoss'))
+        head = dict(
+            type='SPANetV2ClsHead',
+            num_classes=num_classes,
+            in_channels=width,
+            loss=dict(type='CrossEntropyLoss'),
+        )
     return Config(
-        dict(default_scope='mmpretrain',
-             custom_imports=dict(imports=['spanet_mm'], allow_failed_imports=False),
-             model=dict(type='ImageClassifier', backbone=backbone, neck=neck, head=head)))
+        dict(
+            default_scope='mmpretrain',
+            custom_imports=dict(imports=['spanet_mm'], allow_failed_imports=False),
+            model=dict(type='ImageClassifier', backbone=backbone, neck=neck, head=head),
+        )
+    )
 
 
 def retinanet_config(model: ModelName) -> Config:
     """MMDetection's RetinaNet R50-FPN 1x with a SPANet or SPANetV2 backbone (strides 8, 16,
     32 into the FPN, as the codebase's ResNet-50); ``model`` as for
     :func:`classifier_config`."""
-    from mmengine.hub import get_config
-
-    from .catalogue import backbone_class, split_name
-    family, arch = split_name(model) if isinstance(model, str) else model
-    if family not in ('spanet', 'spanetv2'):
-        raise ValueError(f'retinanet_config takes spanet:ARCH or spanetv2:ARCH, got {model!r}')
-    cls = backbone_class(family)
+    family, arch = split_model_name(model)
+    cls = GENERATIONS[family]
     cfg = get_config(RETINANET_BASE)  # reads the config shipped inside the mmdet package
     dims = cls.resolve_arch(arch)['embed_dims']
     cfg.model.backbone = ConfigDict(type=cls.__name__, arch=arch, out_indices=(1, 2, 3))
@@ -169,18 +212,26 @@ def retinanet_config(model: ModelName) -> Config:
 
 # -- the tensor path of a built model ----------------------------------------------------------
 
-def data_samples(scope: Optional[str], height: int, width: int,
-                 batch: int = 1) -> Optional[list]:
+
+def data_samples(scope: Optional[str], height: int, width: int, batch: int = 1) -> Optional[list]:
     """Data samples carrying the meta information a real batch of ``height x width`` images
     would, for the codebases whose tensor path reads it (``None`` where none is needed)."""
-    meta = dict(img_shape=(height, width), ori_shape=(height, width),
-                pad_shape=(height, width), batch_input_shape=(height, width),
-                scale_factor=(1.0, 1.0))
+    meta = dict(
+        img_shape=(height, width),
+        ori_shape=(height, width),
+        pad_shape=(height, width),
+        batch_input_shape=(height, width),
+        scale_factor=(1.0, 1.0),
+    )
     if scope == 'mmdet':
+        # A codebase is imported only when one of its models is exported or counted.
         from mmdet.structures import DetDataSample
+
         return [DetDataSample(metainfo=meta) for _ in range(batch)]
     if scope == 'mmseg':
+        # (as above)
         from mmseg.structures import SegDataSample
+
         return [SegDataSample(metainfo=meta) for _ in range(batch)]
     return None
 
@@ -194,8 +245,9 @@ def _flatten(out) -> List[Tensor]:
         return [t for item in out.values() for t in _flatten(item)]
     if isinstance(out, (tuple, list)):
         return [t for item in out for t in _flatten(item)]
-    raise TypeError(f'Expected tensors or (nested) tuples, lists or dicts of tensors, got '
-                    f'{type(out).__name__}')
+    raise TypeError(
+        f'Expected tensors or (nested) tuples, lists or dicts of tensors, got {type(out).__name__}'
+    )
 
 
 class TensorOutputs(nn.Module):
@@ -224,8 +276,9 @@ class TensorOutputs(nn.Module):
         return tuple(_flatten(out))
 
 
-def tensor_outputs(model: nn.Module, scope: Optional[str],
-                   shape: Sequence[int], batch: int = 1) -> TensorOutputs:
+def tensor_outputs(
+    model: nn.Module, scope: Optional[str], shape: Sequence[int], batch: int = 1
+) -> TensorOutputs:
     """:class:`TensorOutputs` of ``model`` (of codebase ``scope``, or a bare backbone for
     ``None``) with the data samples an input of ``shape = (height, width)`` needs."""
     height, width = (int(s) for s in shape)

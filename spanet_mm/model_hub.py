@@ -14,6 +14,7 @@ The metafile is looked up in the source tree (editable installs: ``configs/`` ne
 package) and then in ``spanet_mm/.mim/`` (where a wheel built by ``setup.py`` ships it, as
 OpenMMLab packages ship their configs).
 """
+
 import importlib.abc
 import importlib.machinery
 import os.path as osp
@@ -57,6 +58,7 @@ def register_model_index(hub: Optional[type] = None) -> List[str]:
         metafile is not there; a warning says so).
     """
     if hub is None:
+        # MMPretrain (with torchvision and all its models) only when its API is used.
         from mmpretrain.apis.model import ModelHub as hub
     with _lock:
         located = locate_metafile()
@@ -65,7 +67,9 @@ def register_model_index(hub: Optional[type] = None) -> List[str]:
                 f'spanet_mm: {METAFILE} was found neither in the source tree nor in '
                 f'{osp.join(_PACKAGE_DIR, ".mim")}, so MMPretrain does not know the names '
                 'spanet_*_in1k; install spanet_mm from its source tree (pip install -e .) or '
-                'from a wheel built by its setup.py, or pass config files to MMPretrain.')
+                'from a wheel built by its setup.py, or pass config files to MMPretrain.',
+                stacklevel=2,
+            )
             return []
         metafile, prefix = located
         if hub not in _registered_hubs:
@@ -73,10 +77,15 @@ def register_model_index(hub: Optional[type] = None) -> List[str]:
                 hub.register_model_index(metafile, config_prefix=prefix)
             except ValueError as err:
                 # The names are there already (someone registered the index by hand).
-                warnings.warn(f'spanet_mm: MMPretrain ModelHub refused {metafile}: {err}')
+                warnings.warn(
+                    f'spanet_mm: MMPretrain ModelHub refused {metafile}: {err}', stacklevel=2
+                )
             _registered_hubs.append(hub)
-        return sorted(n for n, m in hub._models_dict.items()
-                      if osp.abspath(getattr(m, 'filepath', '') or '') == osp.abspath(metafile))
+        return sorted(
+            n
+            for n, m in hub._models_dict.items()
+            if osp.abspath(getattr(m, 'filepath', '') or '') == osp.abspath(metafile)
+        )
 
 
 class _RegisteringLoader(importlib.abc.Loader):
@@ -94,7 +103,9 @@ class _RegisteringLoader(importlib.abc.Loader):
         try:
             register_model_index(module.ModelHub)
         except Exception as err:  # noqa: BLE001 -- never break `import mmpretrain` itself
-            warnings.warn(f'spanet_mm: could not register its models with MMPretrain: {err}')
+            warnings.warn(
+                f'spanet_mm: could not register its models with MMPretrain: {err}', stacklevel=2
+            )
 
     def __getattr__(self, name: str):
         # get_code, get_source, is_package, ... of the real loader (tracebacks, inspect).
@@ -134,6 +145,8 @@ def install() -> None:
         try:
             register_model_index(module.ModelHub)
         except Exception as err:  # noqa: BLE001 -- importing spanet_mm must not fail here
-            warnings.warn(f'spanet_mm: could not register its models with MMPretrain: {err}')
+            warnings.warn(
+                f'spanet_mm: could not register its models with MMPretrain: {err}', stacklevel=2
+            )
     elif _hook not in sys.meta_path:
         sys.meta_path.insert(0, _hook)

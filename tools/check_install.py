@@ -4,6 +4,7 @@ Exit code 0 when every pin of requirements/constraints.txt is met, mmcv's compil
 and torchvision's operators load, and ``spanet_mm`` imports from this checkout.
 Used by tools/install.sh to make a second install a no-op.
 """
+
 import argparse
 import importlib.metadata as metadata
 import os.path as osp
@@ -40,6 +41,7 @@ def problems():
     try:
         import torch
         import torchvision.ops
+
         torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
     except Exception as err:  # noqa: BLE001 -- any failure means a broken install
         found.append(f'torchvision operators do not load: {err}')
@@ -49,6 +51,7 @@ def problems():
         found.append(f'mmcv has no compiled ops: {err}')
     try:
         import spanet_mm
+
         if not osp.abspath(spanet_mm.__file__).startswith(ROOT + osp.sep):
             found.append(f'spanet_mm imports from {spanet_mm.__file__}, not from {ROOT}')
     except Exception as err:  # noqa: BLE001

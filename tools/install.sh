@@ -7,7 +7,7 @@
 # Every pip call goes through requirements/constraints.txt, so nothing can swap torch.
 # mmcv 2.1.0 has no wheel for this torch on PyPI: it is compiled from source with its ops
 # (about 10 minutes on 2 cores; pip caches the wheel, so a reinstall takes seconds).
-# On a GPU machine with a CUDA stack already set up, the usual route works too: see README.
+# On a GPU machine with a CUDA stack already set up, the usual route works too: see docs/get_started.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
@@ -35,8 +35,9 @@ if ! "$PYTHON" -c "import mmcv, mmcv.ops" >/dev/null 2>&1; then
   "${PIP[@]}" mmcv  # its pure-Python dependencies
 fi
 
-echo "install: [3/5] mmengine, mmdet, mmsegmentation, mmpretrain and tools"
-"${PIP[@]}" -r requirements/runtime.txt
+echo "install: [3/5] mmengine, mmdet, mmsegmentation, mmpretrain; what tools, deployment and tests use"
+"${PIP[@]}" -r requirements/runtime.txt -r requirements/tools.txt -r requirements/deploy.txt \
+  -r requirements/tests.txt
 
 echo "install: [4/5] spanet_mm (editable)"
 "${PIP[@]}" --no-build-isolation --no-deps -e .

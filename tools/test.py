@@ -8,6 +8,7 @@
 ``--out``: a .pkl of predictions (mmdet, mmpretrain) or a directory of PNGs (mmseg).
 Several GPUs or machines: tools/dist_test.sh; Slurm: tools/slurm_test.sh.
 """
+
 import os.path as osp
 import sys
 

@@ -6,6 +6,7 @@
 
 Several GPUs or machines: tools/dist_train.sh; Slurm: tools/slurm_train.sh.
 """
+
 import os.path as osp
 import sys
 

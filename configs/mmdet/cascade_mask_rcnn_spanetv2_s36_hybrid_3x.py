@@ -4,9 +4,10 @@
 # S36 segmentation configs), with the layer-wise lr decay (0.7) over S36's 12 layers.
 _base_ = './cascade_mask_rcnn_spanetv2_s18_pure_3x.py'
 
-# File name as in the authors' S36 segmentation configs (see README, "SPANetV2").
+# File name as in the authors' S36 segmentation configs (see docs/model_zoo.md, "Pretrained
+# weights").
 pretrained = 'checkpoints/spanetv2_s36_hybrid_k7_res-scale_Full-ExSPAM.pth'
 
 model = dict(
-    backbone=dict(
-        arch='s36_hybrid', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained)))
+    backbone=dict(arch='s36_hybrid', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained))
+)

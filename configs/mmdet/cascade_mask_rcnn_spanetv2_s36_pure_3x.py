@@ -6,8 +6,10 @@
 # scales above 1.
 _base_ = './cascade_mask_rcnn_spanetv2_s18_pure_3x.py'
 
-# File name as in the authors' S36 segmentation configs (see README, "SPANetV2").
+# File name as in the authors' S36 segmentation configs (see docs/model_zoo.md, "Pretrained
+# weights").
 pretrained = 'checkpoints/spanetv2_s36_pure_res-scale_Full-ExSPAM.pth'
 
 model = dict(
-    backbone=dict(arch='s36_pure', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained)))
+    backbone=dict(arch='s36_pure', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained))
+)

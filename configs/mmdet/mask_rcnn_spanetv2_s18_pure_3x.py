@@ -9,7 +9,8 @@ _base_ = 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
 
 custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
 
-# The authors' ImageNet-1K weights (README, "SPANetV2"). Put the file there before training.
+# The authors' ImageNet-1K weights (docs/model_zoo.md, "Pretrained weights"). Put the file there
+# before training.
 pretrained = 'checkpoints/spanetv2_s18_pure_res-scale_Full-ExSPAM.pth'
 
 model = dict(
@@ -19,9 +20,11 @@ model = dict(
         arch='s18_pure',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
     # All four stages (strides 4-32) feed the FPN.
-    neck=dict(in_channels=[64, 128, 320, 512]))
+    neck=dict(in_channels=[64, 128, 320, 512]),
+)
 
 # Total batch size 16 (the authors'): 8 GPUs x 2 images (batch_size is per GPU); the authors
 # ran 4 GPUs x 2 images with optim_wrapper.accumulative_counts=2.
@@ -35,7 +38,8 @@ optim_wrapper = dict(
     type='OptimWrapper',
     constructor='LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.95, decay_type='layer_wise'),
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+)
 
 # `tools/train.py --auto-scale-lr` scales lr by (GPUs x batch_size) / 16.
 auto_scale_lr = dict(enable=False, base_batch_size=16)

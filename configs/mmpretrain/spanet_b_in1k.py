@@ -2,14 +2,11 @@
 # of SPANet-S with stochastic depth 0.3 and test crop ratio 0.95 (resize 235, crop 224).
 _base_ = './spanet_s_in1k.py'
 
-model = dict(
-    backbone=dict(arch='b', drop_path_rate=0.3),
-    head=dict(in_channels=768))
+model = dict(backbone=dict(arch='b', drop_path_rate=0.3), head=dict(in_channels=768))
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=235, edge='short', backend='pillow',
-         interpolation='bicubic'),
+    dict(type='ResizeEdge', scale=235, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]

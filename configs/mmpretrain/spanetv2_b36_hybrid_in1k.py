@@ -4,7 +4,7 @@
 _base_ = './spanetv2_s18_hybrid_in1k.py'
 
 model = dict(
-    backbone=dict(arch='b36_hybrid', drop_path_rate=0.6),
-    head=dict(in_channels=768, dropout=0.5))
+    backbone=dict(arch='b36_hybrid', drop_path_rate=0.6), head=dict(in_channels=768, dropout=0.5)
+)
 
 optim_wrapper = dict(clip_grad=dict(max_norm=1.0, norm_type=2))

@@ -3,6 +3,4 @@
 # (AdamW, lr 4e-3) with stochastic depth 0.6.
 _base_ = './spanetv2_s18_pure_in1k.py'
 
-model = dict(
-    backbone=dict(arch='b36_pure', drop_path_rate=0.6),
-    head=dict(in_channels=768))
+model = dict(backbone=dict(arch='b36_pure', drop_path_rate=0.6), head=dict(in_channels=768))

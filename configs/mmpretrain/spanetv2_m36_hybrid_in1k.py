@@ -4,5 +4,5 @@
 _base_ = './spanetv2_s18_hybrid_in1k.py'
 
 model = dict(
-    backbone=dict(arch='m36_hybrid', drop_path_rate=0.4),
-    head=dict(in_channels=576, dropout=0.4))
+    backbone=dict(arch='m36_hybrid', drop_path_rate=0.4), head=dict(in_channels=576, dropout=0.4)
+)

@@ -3,6 +3,4 @@
 # (AdamW, lr 4e-3) with stochastic depth 0.4.
 _base_ = './spanetv2_s18_pure_in1k.py'
 
-model = dict(
-    backbone=dict(arch='m36_pure', drop_path_rate=0.4),
-    head=dict(in_channels=576))
+model = dict(backbone=dict(arch='m36_pure', drop_path_rate=0.4), head=dict(in_channels=576))

@@ -9,7 +9,13 @@ lr = 8e-3
 # MMPretrain's Lamb is timm's (eps 1e-6, gradient norm clipped to 1 inside the optimizer).
 optim_wrapper = dict(optimizer=dict(_delete_=True, type='Lamb', lr=lr, weight_decay=0.05))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6 / lr, by_epoch=True, begin=0, end=20,
-         convert_to_iter_based=True),
+    dict(
+        type='LinearLR',
+        start_factor=1e-6 / lr,
+        by_epoch=True,
+        begin=0,
+        end=20,
+        convert_to_iter_based=True,
+    ),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20, end=300),
 ]

@@ -21,25 +21,27 @@ model = dict(
     backbone=dict(
         type='SPANetV2',
         arch='s18_pure',
-        out_indices=(3, ),
+        out_indices=(3,),
         gap_before_final_norm=True,
-        drop_path_rate=0.2),
+        drop_path_rate=0.2,
+    ),
     neck=None,
     head=dict(
         type='SPANetV2ClsHead',
         num_classes=1000,
         in_channels=512,
-        dropout=0.,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
+        dropout=0.0,
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+    ),
     # The release initialises every conv and linear layer this way.
-    init_cfg=[dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=.02, bias=0.)],
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
+    init_cfg=[dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.02, bias=0.0)],
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
+)
 
 # Test: bicubic resize of the shorter side to 224 / crop ratio 1.0, centre crop 224.
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=224, edge='short', backend='pillow',
-         interpolation='bicubic'),
+    dict(type='ResizeEdge', scale=224, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]
@@ -48,20 +50,27 @@ test_pipeline = [
 # with 8-32 gradient accumulation steps (optim_wrapper.accumulative_counts).
 train_dataloader = dict(batch_size=128, collate_fn=dict(type='default_collate'))
 val_dataloader = dict(
-    batch_size=128,
-    collate_fn=dict(type='default_collate'),
-    dataset=dict(pipeline=test_pipeline))
+    batch_size=128, collate_fn=dict(type='default_collate'), dataset=dict(pipeline=test_pipeline)
+)
 test_dataloader = val_dataloader
 
 lr = 4e-3
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=lr, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
     paramwise_cfg=dict(
-        _delete_=True, norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))
+        _delete_=True, norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0
+    ),
+)
 param_scheduler = [
     # From timm's warm-up lr 1e-6 to lr over 20 epochs, updated every iteration.
-    dict(type='LinearLR', start_factor=1e-6 / lr, by_epoch=True, begin=0, end=20,
-         convert_to_iter_based=True),
+    dict(
+        type='LinearLR',
+        start_factor=1e-6 / lr,
+        by_epoch=True,
+        begin=0,
+        end=20,
+        convert_to_iter_based=True,
+    ),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20, end=300),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)

@@ -3,6 +3,4 @@
 # 0.4.
 _base_ = './spanetv2_s18_hybrid_in1k.py'
 
-model = dict(
-    backbone=dict(arch='s36_hybrid', drop_path_rate=0.3),
-    head=dict(dropout=0.4))
+model = dict(backbone=dict(arch='s36_hybrid', drop_path_rate=0.3), head=dict(dropout=0.4))

@@ -7,9 +7,9 @@ _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 
 custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
 
-# The authors' ImageNet-1K weights (README, "Pretrained weights"). Without the file training
-# stops with an error; to train from scratch on purpose add
-# `--cfg-options model.backbone.init_cfg=None`.
+# The authors' ImageNet-1K weights (docs/model_zoo.md, "Pretrained weights"). Without the file
+# training stops with an error; to train from scratch on purpose add `--cfg-options
+# model.backbone.init_cfg=None`.
 pretrained = 'checkpoints/spanet-small.pth'
 
 model = dict(
@@ -19,9 +19,11 @@ model = dict(
         type='SPANet',
         arch='s',
         out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[64, 128, 320, 512]))
+        drop_path_rate=0.0,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
+    neck=dict(in_channels=[64, 128, 320, 512]),
+)
 
 # Total batch size 16 (the paper's): 4 GPUs x 4 images (batch_size is per GPU).
 train_dataloader = dict(batch_size=4)
@@ -32,9 +34,10 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
-    clip_grad=None)
+    clip_grad=None,
+)
 param_scheduler = [
-    dict(type='PolyLR', eta_min=0., power=0.9, begin=0, end=max_iters, by_epoch=False)
+    dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=max_iters, by_epoch=False)
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=8000)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=8000))

@@ -8,7 +8,8 @@ _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 
 custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
 
-# The authors' ImageNet-1K weights (README, "SPANetV2"). Put the file there before training.
+# The authors' ImageNet-1K weights (docs/model_zoo.md, "Pretrained weights"). Put the file there
+# before training.
 pretrained = 'checkpoints/spanetv2_s18_pure_res-scale_Full-ExSPAM.pth'
 
 model = dict(
@@ -19,8 +20,10 @@ model = dict(
         arch='s18_pure',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[64, 128, 320, 512]))
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
+    neck=dict(in_channels=[64, 128, 320, 512]),
+)
 
 # Total batch size 32 (the authors'): 4 GPUs x 8 images (batch_size is per GPU).
 train_dataloader = dict(batch_size=8)
@@ -43,9 +46,10 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
-    clip_grad=None)
+    clip_grad=None,
+)
 param_scheduler = [
-    dict(type='PolyLR', eta_min=0., power=0.9, begin=0, end=max_iters, by_epoch=False)
+    dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=max_iters, by_epoch=False)
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=4000)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=4000))

@@ -9,7 +9,8 @@ _base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
 
 custom_imports = dict(imports=['spanet_mm'], allow_failed_imports=False)
 
-# The authors' ImageNet-1K weights (README, "SPANetV2"). Put the file there before training.
+# The authors' ImageNet-1K weights (docs/model_zoo.md, "Pretrained weights"). Put the file there
+# before training.
 pretrained = 'checkpoints/spanetv2_s18_pure_res-scale_Full-ExSPAM.pth'
 
 crop_size = (512, 512)
@@ -21,10 +22,12 @@ model = dict(
         arch='s18_pure',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
     decode_head=dict(in_channels=[64, 128, 320, 512], channels=320),
     auxiliary_head=dict(in_channels=320),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)),
+)
 
 # Total batch size 16 (the authors'): 4 GPUs x 4 images (batch_size is per GPU).
 train_dataloader = dict(batch_size=4)
@@ -39,11 +42,11 @@ optim_wrapper = dict(
     type='OptimWrapper',
     constructor='LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.9, decay_type='stage_wise', num_layers=7),
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', eta_min=0., power=1.0, begin=warmup_iters, end=max_iters,
-         by_epoch=False),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=warmup_iters, end=max_iters, by_epoch=False),
 ]
 
 # `tools/train.py --auto-scale-lr` scales lr by (GPUs x batch_size) / 16.

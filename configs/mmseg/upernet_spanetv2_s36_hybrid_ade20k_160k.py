@@ -3,11 +3,12 @@
 # configs, stage-wise decay with num_layers=11 (stage i at lr x 0.9^(11 - i)).
 _base_ = './upernet_spanetv2_s18_pure_ade20k_160k.py'
 
-# File name as in the authors' S36 segmentation configs (see README, "SPANetV2").
+# File name as in the authors' S36 segmentation configs (see docs/model_zoo.md, "Pretrained
+# weights").
 pretrained = 'checkpoints/spanetv2_s36_hybrid_k7_res-scale_Full-ExSPAM.pth'
 
 model = dict(
-    backbone=dict(
-        arch='s36_hybrid', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained)))
+    backbone=dict(arch='s36_hybrid', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained))
+)
 
 optim_wrapper = dict(paramwise_cfg=dict(num_layers=11))

@@ -1,11 +1,11 @@
 """Inference at one fixed input size on a GPU, replayed from a CUDA graph.
 
-In eager mode a SPANet forward issues about 1,000 small kernels, and on a GPU the host's cost
-of launching them, not the kernels, sets the pace: on an H100 SPANet-S's float16 forward at
-224x224, batch 32, took 29-53 ms eagerly and 12.5 ms replayed from a CUDA graph (README,
-"Benchmark"). A graph replays the kernels of one recorded forward with one launch; it serves
-one input shape, dtype and device, and its outputs live in memory the graph owns.
+In eager mode a SPANet forward issues about a thousand small kernels, and on a GPU the host's
+cost of launching them, not the kernels, sets the pace (docs/benchmarks.md). A graph replays
+the kernels of one recorded forward with one launch; it serves one input shape, dtype and
+device, and its outputs live in memory the graph owns.
 """
+
 from typing import Any, Optional
 
 import torch
@@ -46,15 +46,22 @@ class CUDAGraphForward:
             (held by the graph), above what was allocated before.
     """
 
-    def __init__(self, model: nn.Module, example: Tensor,
-                 amp_dtype: Optional[torch.dtype] = None, warmup: int = 3) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        example: Tensor,
+        amp_dtype: Optional[torch.dtype] = None,
+        warmup: int = 3,
+    ) -> None:
         if not (isinstance(warmup, int) and warmup >= 1):
             raise ValueError(f'warmup must be an int >= 1, got {warmup!r}')
         check_amp_dtype(amp_dtype)
         if not isinstance(example, Tensor) or example.device.type != 'cuda':
             where = example.device if isinstance(example, Tensor) else type(example).__name__
-            raise ValueError(f'CUDAGraphForward records CUDA kernels: it needs an example '
-                             f'tensor on a CUDA device, got {where}')
+            raise ValueError(
+                f'CUDAGraphForward records CUDA kernels: it needs an example '
+                f'tensor on a CUDA device, got {where}'
+            )
         model.eval()  # (some modules, e.g. MMPretrain's ConvNeXt, return None from eval())
         self.model = model
         self.amp_dtype = amp_dtype
@@ -73,8 +80,7 @@ class CUDAGraphForward:
         with torch.cuda.graph(self.graph):
             self.outputs = self._forward()
         torch.cuda.synchronize(self.device)
-        self.capture_peak_mb = (torch.cuda.max_memory_allocated(self.device)
-                                - allocated) / 2**20
+        self.capture_peak_mb = (torch.cuda.max_memory_allocated(self.device) - allocated) / 2**20
 
     def _forward(self) -> Any:
         with torch.no_grad(), autocast_or_off(self.device.type, self.amp_dtype):
@@ -85,11 +91,16 @@ class CUDAGraphForward:
         output tensors, overwritten by the next call."""
         recorded = (self.input.shape, self.input.dtype, self.input.device)
         if not isinstance(x, Tensor) or (x.shape, x.dtype, x.device) != recorded:
-            got = (f'{tuple(x.shape)} {x.dtype} on {x.device}' if isinstance(x, Tensor)
-                   else type(x).__name__)
-            raise ValueError(f'this CUDA graph was recorded for {tuple(self.input.shape)} '
-                             f'{self.input.dtype} input on {self.input.device}, got {got}; '
-                             'record one per input shape')
+            got = (
+                f'{tuple(x.shape)} {x.dtype} on {x.device}'
+                if isinstance(x, Tensor)
+                else type(x).__name__
+            )
+            raise ValueError(
+                f'this CUDA graph was recorded for {tuple(self.input.shape)} '
+                f'{self.input.dtype} input on {self.input.device}, got {got}; '
+                'record one per input shape'
+            )
         self.input.copy_(x)
         self.replay()
         return self.outputs

@@ -13,27 +13,39 @@ SPANet's Spectral Pooling Filter and SPANetV2's ExSPAM build what depends on the
 inside the graph while tracing, so H and W stay symbolic: one file serves every input size.
 The TorchScript-based exporter (``dynamo=False``) is used, which needs no extra package.
 """
+
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.runner import load_checkpoint
 
-from ..catalogue import build_backbone
-from ..codebases import (TensorOutputs, build_model, classifier_config, load_config,
-                         retinanet_config)
+from ..codebases import (
+    TensorOutputs,
+    build_backbone,
+    build_model,
+    classifier_config,
+    load_config,
+    retinanet_config,
+)
+from ..models.exspam import ExSPAM
 
 KINDS = ('backbone', 'retinanet', 'classifier')
 
 
-def build_exportable(kind: str, model: str = 'spanet:s', config: Optional[str] = None,
-                     checkpoint: Optional[str] = None, num_classes: int = 1000,
-                     arch=None) -> TensorOutputs:
+def build_exportable(
+    kind: str,
+    model: str = 'spanet:s',
+    config: Optional[str] = None,
+    checkpoint: Optional[str] = None,
+    num_classes: int = 1000,
+    arch=None,
+) -> TensorOutputs:
     """The model to export, in eval mode, returning a flat tuple of tensors.
 
     Args:
         kind (str): One of :data:`KINDS`.
-        model (str): Without ``config``: the catalogued ``FAMILY:ARCH`` to export (for
-            ``retinanet`` and ``classifier``, ``spanet:ARCH`` or ``spanetv2:ARCH``).
+        model (str): Without ``config``: ``spanet:ARCH`` or ``spanetv2:ARCH``.
         config (str, optional): A config file: its model (for ``backbone``, its
             ``model.backbone``) is exported.
         checkpoint (str, optional): An MMEngine checkpoint of the whole model to load.
@@ -42,18 +54,19 @@ def build_exportable(kind: str, model: str = 'spanet:s', config: Optional[str] =
     """
     if kind not in KINDS:
         raise ValueError(f'kind must be one of {KINDS}, got {kind!r}')
+    named = (model.partition(':')[0], arch) if arch is not None else model
     if config is not None:
         built = build_model(load_config(config), 'backbone' if kind == 'backbone' else None)
     elif kind == 'backbone':
-        built = build_backbone(model, arch=arch)
+        built = build_backbone(named)
     else:
-        family = model.partition(':')[0]
-        named = (family, arch) if arch is not None else model
-        cfg = retinanet_config(named) if kind == 'retinanet' else classifier_config(
-            named, num_classes)
+        cfg = (
+            retinanet_config(named)
+            if kind == 'retinanet'
+            else classifier_config(named, num_classes)
+        )
         built = build_model(cfg)
     if checkpoint:
-        from mmengine.runner import load_checkpoint
         load_checkpoint(built, checkpoint, map_location='cpu')
     return TensorOutputs(built).eval()
 
@@ -71,20 +84,23 @@ def output_names(kind: str, num_outputs: int) -> List[str]:
 def _check_exportable(model: torch.nn.Module) -> None:
     """Refuse, with a clear message, what the TorchScript exporter cannot export (it would
     fail deep inside the graph passes)."""
-    try:
-        from ..models.exspam import ExSPAM
-    except ImportError:
-        return
     found = [name for name, m in model.named_modules() if isinstance(m, ExSPAM)]
     if found:
         raise NotImplementedError(
             f'{len(found)} ExSPAM layers (SPANetV2, e.g. {found[0]}) compute their spectral '
             'gain with torch.fft.rfft2/irfft2, which the TorchScript ONNX exporter (opset 17) '
-            'cannot export; export SPANet, or trace SPANetV2 with torch.jit.trace instead')
+            'cannot export; export SPANet, or trace SPANetV2 with torch.jit.trace instead'
+        )
 
 
-def export_onnx(wrapper: TensorOutputs, kind: str, path: str, shape: Sequence[int],
-                batch: int = 1, opset: int = 17) -> List[str]:
+def export_onnx(
+    wrapper: TensorOutputs,
+    kind: str,
+    path: str,
+    shape: Sequence[int],
+    batch: int = 1,
+    opset: int = 17,
+) -> List[str]:
     """Export ``wrapper`` to ``path`` with dynamic batch, height and width.
 
     Returns:
@@ -99,21 +115,30 @@ def export_onnx(wrapper: TensorOutputs, kind: str, path: str, shape: Sequence[in
         # Tracer warnings about Python-side shape checks do not affect the graph.
         warnings.simplefilter('ignore')
         torch.onnx.export(
-            wrapper, (x, ), path, input_names=['input'], output_names=names,
+            wrapper,
+            (x,),
+            path,
+            input_names=['input'],
+            output_names=names,
             dynamic_axes={name: dynamic for name in ['input'] + names},
-            opset_version=opset, dynamo=False)
+            opset_version=opset,
+            dynamo=False,
+        )
     return names
 
 
-def verify_onnx(wrapper: TensorOutputs, path: str, shapes: Sequence[Sequence[int]],
-                batch: int = 1) -> List[Tuple[Tuple[int, int], float]]:
+def verify_onnx(
+    wrapper: TensorOutputs, path: str, shapes: Sequence[Sequence[int]], batch: int = 1
+) -> List[Tuple[Tuple[int, int], float]]:
     """Largest absolute difference between onnxruntime (CPU) and PyTorch at each shape.
 
     Raises:
         AssertionError: The file gives another number or shape of outputs than PyTorch.
     """
+    # The runtimes are optional (the [deploy] extra): imported when a file is checked.
     import onnx
     import onnxruntime as ort
+
     onnx.checker.check_model(path)
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     report = []
@@ -123,13 +148,14 @@ def verify_onnx(wrapper: TensorOutputs, path: str, shapes: Sequence[Sequence[int
             expected = wrapper(x)
         got = session.run(None, {'input': x.numpy()})
         if len(got) != len(expected):
-            raise AssertionError(f'onnxruntime gave {len(got)} outputs, PyTorch '
-                                 f'{len(expected)}')
+            raise AssertionError(f'onnxruntime gave {len(got)} outputs, PyTorch {len(expected)}')
         worst = 0.0
         for ours, theirs in zip(got, expected):
             if tuple(ours.shape) != tuple(theirs.shape):
-                raise AssertionError(f'at {height}x{width}: onnxruntime output shape '
-                                     f'{ours.shape}, PyTorch {tuple(theirs.shape)}')
+                raise AssertionError(
+                    f'at {height}x{width}: onnxruntime output shape '
+                    f'{ours.shape}, PyTorch {tuple(theirs.shape)}'
+                )
             worst = max(worst, (torch.from_numpy(ours) - theirs).abs().max().item())
         report.append(((height, width), worst))
     return report
@@ -141,12 +167,20 @@ def default_check_shapes(shape: Sequence[int]) -> List[Tuple[int, int]]:
     return [(height + 32, width - 32), (height * 3 // 2 + 7, width + 45)]
 
 
-def export_and_verify(kind: str, out: str, model: str = 'spanet:s',
-                      config: Optional[str] = None, checkpoint: Optional[str] = None,
-                      num_classes: int = 1000, shape: Sequence[int] = (224, 224),
-                      opset: int = 17, verify: bool = False,
-                      verify_shapes: Optional[Sequence[Sequence[int]]] = None,
-                      atol: float = 1e-4, log=print) -> bool:
+def export_and_verify(
+    kind: str,
+    out: str,
+    model: str = 'spanet:s',
+    config: Optional[str] = None,
+    checkpoint: Optional[str] = None,
+    num_classes: int = 1000,
+    shape: Sequence[int] = (224, 224),
+    opset: int = 17,
+    verify: bool = False,
+    verify_shapes: Optional[Sequence[Sequence[int]]] = None,
+    atol: float = 1e-4,
+    log=print,
+) -> bool:
     """What ``tools/deployment/export_onnx.py`` does: build, export and, with ``verify``,
     compare onnxruntime with PyTorch at ``verify_shapes`` (default
     :func:`default_check_shapes`). Returns whether every check passed."""
@@ -159,6 +193,8 @@ def export_and_verify(kind: str, out: str, model: str = 'spanet:s',
     for (h, w), diff in verify_onnx(wrapper, out, verify_shapes or default_check_shapes(shape)):
         ok = diff <= atol
         passed &= ok
-        log(f'  {h}x{w}: max |onnxruntime - PyTorch| = {diff:.2e} '
-            f'{"ok" if ok else f"> {atol:g} FAILED"}')
+        log(
+            f'  {h}x{w}: max |onnxruntime - PyTorch| = {diff:.2e} '
+            f'{"ok" if ok else f"> {atol:g} FAILED"}'
+        )
     return passed

@@ -7,19 +7,32 @@ default when it is built, as the codebases' own tools rely on. The
 flags are those of the codebases' own tools (MMDetection's names where they differ); the few
 whose meaning differs per codebase (``--out``, ``--show-dir``) follow that codebase's tool.
 :func:`size_arg` parses image sizes for the analysis and deployment tools.
+
+Training writes checkpoints atomically, and ``--resume`` without a value skips checkpoints
+that were cut short (:mod:`.checkpoint_files`).
 """
+
 import argparse
 import logging
 import os
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
+import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.evaluator import DumpResults
 from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..codebases import codebase_of, register_codebase
 from ..codebases import load_config as read_config
+from .checkpoint_files import (
+    checkpoint_problem,
+    describe_resume,
+    find_resume_checkpoint,
+    use_atomic_checkpoints,
+)
 from .cpu_distributed import needs_cpu_distributed, setup_cpu_distributed
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -38,33 +51,55 @@ def size_arg(text: str) -> Tuple[int, int]:
 
 
 def _add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--work-dir', help='directory for logs, checkpoints and metrics; '
-                        'default ./work_dirs/<config name>')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--work-dir',
+        help='directory for logs, checkpoints and metrics; default ./work_dirs/<config name>',
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config entries, key=value pairs (e.g. '
-        'train_dataloader.batch_size=4 model.backbone.arch=m); lists as key="[a,b]"')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
-                        help='job launcher (dist_*.sh pass pytorch, slurm_*.sh slurm)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help='set by old-style launchers; torchrun sets LOCAL_RANK instead')
+        'train_dataloader.batch_size=4 model.backbone.arch=m); lists as key="[a,b]"',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=LAUNCHERS,
+        default='none',
+        help='job launcher (dist_*.sh pass pytorch, slurm_*.sh slurm)',
+    )
+    parser.add_argument(
+        '--local_rank',
+        '--local-rank',
+        type=int,
+        default=0,
+        help='set by old-style launchers; torchrun sets LOCAL_RANK instead',
+    )
 
 
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description='Train a SPANet model (MMDetection, MMSegmentation or MMPretrain config)')
+        description='Train a SPANet model (MMDetection, MMSegmentation or MMPretrain config)'
+    )
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
         help='resume from this checkpoint, or without a value from the latest checkpoint '
-        'in the work dir')
-    parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision training')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the learning rate by (actual total batch size) / '
-                        '(the config\'s auto_scale_lr.base_batch_size)')
-    parser.add_argument('--no-validate', action='store_true',
-                        help='do not evaluate checkpoints during training')
+        'in the work dir',
+    )
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by (actual total batch size) / '
+        "(the config's auto_scale_lr.base_batch_size)",
+    )
+    parser.add_argument(
+        '--no-validate', action='store_true', help='do not evaluate checkpoints during training'
+    )
     _add_common_args(parser)
     return parser
 
@@ -72,28 +107,39 @@ def train_parser() -> argparse.ArgumentParser:
 def test_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Test (and evaluate) a SPANet model (MMDetection, MMSegmentation or '
-        'MMPretrain config)')
+        'MMPretrain config)'
+    )
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
-        '--out', help='mmdet, mmpretrain: dump predictions to this .pkl file; mmseg: '
-        'write predictions as PNGs into this directory')
-    parser.add_argument('--show-dir', help='save images with drawn predictions here '
-                        '(relative paths land in the work dir\'s timestamped folder)')
+        '--out',
+        help='mmdet, mmpretrain: dump predictions to this .pkl file; mmseg: '
+        'write predictions as PNGs into this directory',
+    )
+    parser.add_argument(
+        '--show-dir',
+        help='save images with drawn predictions here '
+        "(relative paths land in the work dir's timestamped folder)",
+    )
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
-    parser.add_argument('--wait-time', type=float, default=2,
-                        help='seconds each window is shown with --show')
-    parser.add_argument('--tta', action='store_true',
-                        help='test-time augmentation with the config\'s tta_model and '
-                        'tta_pipeline')
-    parser.add_argument('--amp', action='store_true',
-                        help='mixed precision inference (mmpretrain configs)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='seconds each window is shown with --show'
+    )
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help="test-time augmentation with the config's tta_model and tta_pipeline",
+    )
+    parser.add_argument(
+        '--amp', action='store_true', help='mixed precision inference (mmpretrain configs)'
+    )
     _add_common_args(parser)
     return parser
 
 
-def parse_args(parser: argparse.ArgumentParser,
-               argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None
+) -> argparse.Namespace:
     args = parser.parse_args(argv)
     # Old launchers pass --local-rank; MMEngine's init_dist reads LOCAL_RANK.
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -116,24 +162,62 @@ def apply_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Turn the training flags into config entries."""
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-            print_log('AMP is already enabled in the config.', logger='current',
-                      level=logging.WARNING)
+            print_log(
+                'AMP is already enabled in the config.', logger='current', level=logging.WARNING
+            )
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise ValueError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) '
-                             f'in the config, got {cfg.get("auto_scale_lr")!r}')
+            raise ValueError(
+                '--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) '
+                f'in the config, got {cfg.get("auto_scale_lr")!r}'
+            )
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
+        _resume_newest_complete(cfg)
     elif args.resume is not None:
+        _check_resume_file(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    use_atomic_checkpoints(cfg)
     return cfg
+
+
+def _resume_newest_complete(cfg: Config) -> None:
+    """``--resume`` without a value: where the work dir's ``last_checkpoint`` names a
+    checkpoint cut short (or is itself missing or empty), resume from the newest complete
+    one instead, or train from scratch if there is none, and say so. Otherwise MMEngine
+    resumes from what ``last_checkpoint`` names, as before."""
+    choice = find_resume_checkpoint(cfg.work_dir)
+    for message in describe_resume(choice, cfg.work_dir):
+        print_log(message, logger='current', level=logging.WARNING)
+    if choice.skipped:
+        # Left to itself, MMEngine would load what last_checkpoint names and fail on it.
+        cfg.load_from = choice.checkpoint
+        cfg.resume = choice.checkpoint is not None
+
+
+def _check_resume_file(path: str) -> None:
+    """Refuse ``--resume PATH`` for a local file that is not a complete checkpoint, with
+    the reason, before MMEngine fails on it with torch's ``PytorchStreamReader`` error.
+    Paths that do not exist (or are URLs) are MMEngine's to report, as before.
+
+    Raises:
+        ValueError: The file is empty or cut short.
+    """
+    if '://' in path or not osp.exists(path):
+        return
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(
+            f'--resume {path}: {problem}. Resume from a complete checkpoint, or use --resume '
+            'without a value to resume from the newest complete one in the work dir.'
+        )
 
 
 def apply_test_args(cfg: Config, args: argparse.Namespace, scope: str) -> Config:
@@ -149,16 +233,16 @@ def apply_test_args(cfg: Config, args: argparse.Namespace, scope: str) -> Config
         cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     if args.amp:
         if scope != 'mmpretrain':
-            raise ValueError(f'--amp for testing is supported for mmpretrain configs, '
-                             f'got a {scope} config')
+            raise ValueError(
+                f'--amp for testing is supported for mmpretrain configs, got a {scope} config'
+            )
         cfg.test_cfg.fp16 = True
     if args.out is not None:
         if scope == 'mmseg':
             cfg.test_evaluator['output_dir'] = args.out
             cfg.test_evaluator['keep_results'] = True
         elif not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must name a .pkl file for {scope} configs, '
-                             f'got {args.out!r}')
+            raise ValueError(f'--out must name a .pkl file for {scope} configs, got {args.out!r}')
     return cfg
 
 
@@ -167,8 +251,7 @@ def _enable_visualization(cfg: Config, args: argparse.Namespace, scope: str) -> 
     if hook is None:
         raise ValueError('--show/--show-dir need default_hooks.visualization in the config')
     if scope == 'mmpretrain':
-        hook.update(enable=True, show=args.show, wait_time=args.wait_time,
-                    out_dir=args.show_dir)
+        hook.update(enable=True, show=args.show, wait_time=args.wait_time, out_dir=args.show_dir)
         return
     hook.draw = True
     if args.show:
@@ -186,9 +269,10 @@ def add_result_dumper(runner: Runner, out: Optional[str], scope: str) -> None:
     if out is None or scope == 'mmseg':
         return
     if scope == 'mmdet':
+        # MMDetection is imported only for its configs (this module serves all three).
         from mmdet.evaluation import DumpDetResults as Dumper
     else:
-        from mmengine.evaluator import DumpResults as Dumper
+        Dumper = DumpResults
     runner.test_evaluator.metrics.append(Dumper(out_file_path=out))
 
 
@@ -197,7 +281,6 @@ def build_runner(cfg: Config) -> Runner:
     if needs_cpu_distributed(cfg):
         setup_cpu_distributed(cfg)
     if 'runner_type' in cfg:
-        from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
 
@@ -212,9 +295,7 @@ def release_process_group(cfg: Config) -> None:
     (pytorch/pytorch#190489). Called only after success: destroying it while a failed rank's
     peers still wait in a collective could hang them.
     """
-    import torch.distributed as dist
-    if cfg.get('launcher', 'none') != 'none' and dist.is_available() and \
-            dist.is_initialized():
+    if cfg.get('launcher', 'none') != 'none' and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -5,6 +5,7 @@ which PyTorch refuses for a CPU module. Used by ``tools/train.py`` and ``tools/t
 ``--launcher pytorch`` (``tools/dist_*.sh``, torchrun) and ``--launcher slurm``
 (``tools/slurm_*.sh``, srun); on machines with CUDA nothing here is used.
 """
+
 import os
 import shutil
 import subprocess
@@ -42,9 +43,12 @@ def needs_cpu_distributed(cfg: Config) -> bool:
     return cfg.get('launcher', 'none') != 'none' and not torch.cuda.is_available()
 
 
-def slurm_process_env(slurm_env: Mapping[str, str], port: Optional[int] = None,
-                      master_addr: Optional[str] = None,
-                      master_port: Optional[str] = None) -> Dict[str, str]:
+def slurm_process_env(
+    slurm_env: Mapping[str, str],
+    port: Optional[int] = None,
+    master_addr: Optional[str] = None,
+    master_port: Optional[str] = None,
+) -> Dict[str, str]:
     """The torch.distributed environment (``env://``) of one Slurm task.
 
     The same rules as MMEngine's Slurm launcher, minus the GPU: rank and world size are the
@@ -72,14 +76,19 @@ def slurm_process_env(slurm_env: Mapping[str, str], port: Optional[int] = None,
             f'--launcher slurm needs the variables srun sets for each task '
             f'({", ".join(SLURM_TASK_VARS)}); missing: {", ".join(missing)}. Start the job '
             f'with tools/slurm_train.sh / tools/slurm_test.sh (or srun), or use '
-            f'--launcher pytorch with tools/dist_train.sh')
+            f'--launcher pytorch with tools/dist_train.sh'
+        )
     if master_addr is None:
         master_addr = first_slurm_host(slurm_env['SLURM_NODELIST'])
     if port is not None:
         master_port = str(port)
-    return dict(RANK=slurm_env['SLURM_PROCID'], LOCAL_RANK=slurm_env['SLURM_LOCALID'],
-                WORLD_SIZE=slurm_env['SLURM_NTASKS'], MASTER_ADDR=master_addr,
-                MASTER_PORT=master_port or str(DEFAULT_SLURM_PORT))
+    return dict(
+        RANK=slurm_env['SLURM_PROCID'],
+        LOCAL_RANK=slurm_env['SLURM_LOCALID'],
+        WORLD_SIZE=slurm_env['SLURM_NTASKS'],
+        MASTER_ADDR=master_addr,
+        MASTER_PORT=master_port or str(DEFAULT_SLURM_PORT),
+    )
 
 
 def first_slurm_host(node_list: str) -> str:
@@ -97,15 +106,20 @@ def first_slurm_host(node_list: str) -> str:
     """
     scontrol = shutil.which('scontrol')
     if scontrol is None:
-        raise RuntimeError(f'scontrol (Slurm\'s client) is not on PATH; it is needed to '
-                           f'find the master node in SLURM_NODELIST={node_list!r}. Set '
-                           f'MASTER_ADDR to skip it')
-    proc = subprocess.run([scontrol, 'show', 'hostnames', node_list], capture_output=True,
-                          text=True)
+        raise RuntimeError(
+            f"scontrol (Slurm's client) is not on PATH; it is needed to "
+            f'find the master node in SLURM_NODELIST={node_list!r}. Set '
+            f'MASTER_ADDR to skip it'
+        )
+    proc = subprocess.run(
+        [scontrol, 'show', 'hostnames', node_list], capture_output=True, text=True
+    )
     hosts = proc.stdout.split()
     if proc.returncode != 0 or not hosts:
-        raise RuntimeError(f'scontrol show hostnames {node_list!r} failed (exit '
-                           f'{proc.returncode}): {proc.stderr.strip() or "no host"}')
+        raise RuntimeError(
+            f'scontrol show hostnames {node_list!r} failed (exit '
+            f'{proc.returncode}): {proc.stderr.strip() or "no host"}'
+        )
     return hosts[0]
 
 
@@ -122,21 +136,27 @@ def setup_cpu_distributed(cfg: Config) -> None:
             ``env_cfg.dist_cfg.backend`` is not ``gloo`` (NCCL needs GPUs).
     """
     if cfg.launcher not in CPU_LAUNCHERS:
-        raise ValueError(f'Without a GPU, distributed runs need the pytorch launcher '
-                         f'(tools/dist_train.sh, torchrun) or the slurm launcher '
-                         f'(tools/slurm_train.sh, srun); got launcher={cfg.launcher!r}')
+        raise ValueError(
+            f'Without a GPU, distributed runs need the pytorch launcher '
+            f'(tools/dist_train.sh, torchrun) or the slurm launcher '
+            f'(tools/slurm_train.sh, srun); got launcher={cfg.launcher!r}'
+        )
     dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
     backend = dist_cfg.pop('backend', 'nccl')
     if backend != 'gloo':
-        raise ValueError(f'No GPU here: distributed runs on the CPU need the gloo backend, '
-                         f'got env_cfg.dist_cfg.backend={backend!r}; add '
-                         '--cfg-options env_cfg.dist_cfg.backend=gloo')
+        raise ValueError(
+            f'No GPU here: distributed runs on the CPU need the gloo backend, '
+            f'got env_cfg.dist_cfg.backend={backend!r}; add '
+            '--cfg-options env_cfg.dist_cfg.backend=gloo'
+        )
     # MMEngine's init_dist takes the Slurm port from dist_cfg; init_process_group does not.
     port = dist_cfg.pop('port', None)
     if cfg.launcher == 'slurm':
-        os.environ.update(slurm_process_env(os.environ, port,
-                                            os.environ.get('MASTER_ADDR'),
-                                            os.environ.get('MASTER_PORT')))
+        os.environ.update(
+            slurm_process_env(
+                os.environ, port, os.environ.get('MASTER_ADDR'), os.environ.get('MASTER_PORT')
+            )
+        )
     if not torch_dist.is_initialized():
         if 'timeout' in dist_cfg:
             dist_cfg['timeout'] = timedelta(seconds=dist_cfg['timeout'])

@@ -13,6 +13,7 @@ checkpoints, and nothing more. ``weights_only`` stays on: any other global is st
 ``getattr`` in particular is not allowed in general; in its place stands
 :func:`history_buffer_method`, which resolves only HistoryBuffer's own methods.
 """
+
 import pickle
 from typing import Any, Callable, List, Tuple, Union
 
@@ -20,6 +21,11 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 from numpy import dtypes as np_dtypes
+
+try:
+    from numpy._core import multiarray
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -43,17 +49,14 @@ def history_buffer_method(owner: Any, name: str) -> Callable:
     if name.startswith('_') or not callable(attribute):
         raise pickle.UnpicklingError(
             f'spanet_mm safe loading: getattr is allowed only for public methods of '
-            f'mmengine HistoryBuffer, got getattr({owner!r}, {name!r})')
+            f'mmengine HistoryBuffer, got getattr({owner!r}, {name!r})'
+        )
     return attribute
 
 
 def mmengine_checkpoint_globals() -> List[SafeGlobal]:
     """The globals a Runner checkpoint pickles besides tensors, as ``add_safe_globals``
     takes them (a callable, or a ``(callable, 'module.name')`` pair for renamed paths)."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
     safe: List[SafeGlobal] = [
         HistoryBuffer,
         (history_buffer_method, 'builtins.getattr'),
@@ -66,8 +69,12 @@ def mmengine_checkpoint_globals() -> List[SafeGlobal]:
     # Unpickling a dtype ends in a BUILD on an instance of its numpy 2 class, which must be
     # allowed too: float64 and int64 are HistoryBuffer's values and counts (found in every
     # Runner checkpoint), float32 and int32 what metrics and hooks may store as numpy scalars.
-    safe += [np_dtypes.Float64DType, np_dtypes.Int64DType, np_dtypes.Float32DType,
-             np_dtypes.Int32DType]
+    safe += [
+        np_dtypes.Float64DType,
+        np_dtypes.Int64DType,
+        np_dtypes.Float32DType,
+        np_dtypes.Int32DType,
+    ]
     return safe
 
 

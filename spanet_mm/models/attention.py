@@ -4,6 +4,7 @@ Both work on channels-last tensors ``(B, H, W, C)`` with heads of 32 channels, n
 encoding (so any feature size works) and no biases; parameter names are the release's
 (``qkv``, ``proj``, ``local_conv``).
 """
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -21,8 +22,10 @@ class Attention(nn.Module):
     def __init__(self, embed_dims: int, head_dims: int = 32) -> None:
         super().__init__()
         if head_dims < 1 or embed_dims % head_dims:
-            raise ValueError(f'{type(self).__name__} needs embed_dims divisible by '
-                             f'head_dims, got embed_dims={embed_dims}, head_dims={head_dims}')
+            raise ValueError(
+                f'{type(self).__name__} needs embed_dims divisible by '
+                f'head_dims, got embed_dims={embed_dims}, head_dims={head_dims}'
+            )
         self.embed_dims = embed_dims
         self.head_dims = head_dims
         self.num_heads = embed_dims // head_dims
@@ -32,8 +35,9 @@ class Attention(nn.Module):
     def qkv_heads(self, x: Tensor):
         """``q``, ``k``, ``v`` of ``x`` ``(B, H, W, C)``, each ``(B, heads, H * W, head_dims)``."""
         batch, height, width, _ = x.shape
-        qkv = pointwise_linear(x, self.qkv.weight).reshape(batch, height * width, 3,
-                                                            self.num_heads, self.head_dims)
+        qkv = pointwise_linear(x, self.qkv.weight).reshape(
+            batch, height * width, 3, self.num_heads, self.head_dims
+        )
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, height: int, width: int) -> Tensor:
@@ -63,8 +67,14 @@ class MixAttention(Attention):
 
     def __init__(self, embed_dims: int, head_dims: int = 32, kernel_size: int = 7) -> None:
         super().__init__(embed_dims, head_dims)
-        self.local_conv = nn.Conv2d(embed_dims, embed_dims, kernel_size,
-                                    padding=kernel_size // 2, groups=embed_dims, bias=False)
+        self.local_conv = nn.Conv2d(
+            embed_dims,
+            embed_dims,
+            kernel_size,
+            padding=kernel_size // 2,
+            groups=embed_dims,
+            bias=False,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         batch, height, width, _ = x.shape

@@ -13,6 +13,7 @@ class owns everything that follows from that layout alone:
 
 A subclass builds its layers and says how data enters a stage and leaves as an output.
 """
+
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,6 +21,8 @@ import torch
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch import Tensor, nn
+
+from ..checkpoint import load_pretrained
 
 StateDict = Dict[str, Tensor]
 
@@ -36,7 +39,7 @@ class ResScale(nn.Module):
     def __init__(self, embed_dims: int, channel_dim: int = 1, init_value: float = 1.0) -> None:
         super().__init__()
         self.channel_dim = channel_dim
-        self.scale = nn.Parameter(torch.full((embed_dims, ), init_value))
+        self.scale = nn.Parameter(torch.full((embed_dims,), init_value))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channel_dim == -1:
@@ -78,30 +81,36 @@ class SpectralBackbone(BaseModule):
             ``dict(type='Pretrained', checkpoint=PATH)`` the file may be in the authors'
             layout, this class's layout, or a downstream (``backbone.``) layout; add
             ``allow_partial=True`` to accept a file that covers only part of the backbone.
-            See :func:`spanet_mm.checkpoint.load_pretrained`.
+            ``checkpoint`` may also be an address MMEngine reads (``https://...``). See
+            :func:`spanet_mm.checkpoint.load_pretrained`.
     """
+
     arch_settings: Dict[str, dict] = {}
     arch_aliases: Dict[str, str] = {}
+    # Where to get the authors' weights (named when a pretrained file is missing).
+    weights_source: str = 'docs/model_zoo.md, "Pretrained weights"'
+
     # Optional arch keys and their values for the published models.
     arch_defaults: dict = {}
     # Keys (required or optional) that hold one entry per stage.
-    per_stage_keys: Tuple[str, ...] = ('embed_dims', )
+    per_stage_keys: Tuple[str, ...] = ('embed_dims',)
 
-    def __init__(self,
-                 arch: Union[str, dict],
-                 in_channels: int = 3,
-                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 drop_path_rate: float = 0.,
-                 with_cp: bool = False,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+    def __init__(
+        self,
+        arch: Union[str, dict],
+        in_channels: int = 3,
+        out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+        frozen_stages: int = -1,
+        drop_path_rate: float = 0.0,
+        with_cp: bool = False,
+        init_cfg: Optional[Union[dict, List[dict]]] = None,
+    ) -> None:
         super().__init__(init_cfg=init_cfg)
         name = type(self).__name__
         if not _is_positive_int(in_channels):
             raise ValueError(f'{name}: in_channels must be a positive int, got {in_channels!r}')
         if not (isinstance(drop_path_rate, (int, float)) and 0 <= drop_path_rate < 1):
-            raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got '
-                             f'{drop_path_rate!r}')
+            raise ValueError(f'{name}: drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
         self.arch = self.resolve_arch(arch)
         self.embed_dims = list(self.arch['embed_dims'])
         self.depths = list(self.arch['depths'])
@@ -109,8 +118,9 @@ class SpectralBackbone(BaseModule):
         self.in_channels = in_channels
         self.out_indices = self._check_out_indices(out_indices)
         if not (isinstance(frozen_stages, int) and -1 <= frozen_stages <= self.num_stages):
-            raise ValueError(f'{name}: frozen_stages must be in [-1, {self.num_stages}], '
-                             f'got {frozen_stages!r}')
+            raise ValueError(
+                f'{name}: frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages!r}'
+            )
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
         self.drop_path_rate = float(drop_path_rate)
@@ -125,41 +135,87 @@ class SpectralBackbone(BaseModule):
             key = cls.arch_aliases.get(arch.lower(), arch.lower())
             if key not in cls.arch_settings:
                 valid = sorted(cls.arch_settings) + sorted(cls.arch_aliases)
-                raise ValueError(f'Unknown {name} arch {arch!r}; valid names are '
-                                 f'{", ".join(valid)}, or a dict with embed_dims and depths')
+                raise ValueError(
+                    f'Unknown {name} arch {arch!r}; valid names are '
+                    f'{", ".join(valid)}, or a dict with embed_dims and depths'
+                )
             arch = cls.arch_settings[key]
         if not isinstance(arch, dict):
             raise TypeError(f'{name} arch must be a str or a dict, got {type(arch).__name__}')
         missing = {'embed_dims', 'depths'} - set(arch)
         if missing:
-            raise ValueError(f'A custom {name} arch needs the keys embed_dims and depths; '
-                             f'{sorted(missing)} missing from {arch}')
+            raise ValueError(
+                f'A custom {name} arch needs the keys embed_dims and depths; '
+                f'{sorted(missing)} missing from {arch}'
+            )
         unknown = set(arch) - {'embed_dims', 'depths'} - set(cls.arch_defaults)
         if unknown:
-            raise ValueError(f'Unknown {name} arch keys {sorted(unknown)}; known keys are '
-                             f'embed_dims, depths, {", ".join(cls.arch_defaults)}')
+            raise ValueError(
+                f'Unknown {name} arch keys {sorted(unknown)}; known keys are '
+                f'embed_dims, depths, {", ".join(cls.arch_defaults)}'
+            )
         full = copy.deepcopy(cls.arch_defaults)
         full.update(copy.deepcopy(dict(arch)))
         depths = full['depths']
-        if not isinstance(depths, (list, tuple)) or not depths or not all(
-                _is_positive_int(d) for d in depths):
-            raise ValueError(f'{name} depths must be a non-empty list of positive ints, got '
-                             f'{depths!r}')
-        for key in ('embed_dims', ) + tuple(cls.per_stage_keys):
+        if (
+            not isinstance(depths, (list, tuple))
+            or not depths
+            or not all(_is_positive_int(d) for d in depths)
+        ):
+            raise ValueError(
+                f'{name} depths must be a non-empty list of positive ints, got {depths!r}'
+            )
+        for key in ('embed_dims',) + tuple(cls.per_stage_keys):
             value = full[key]
             if not isinstance(value, (list, tuple)):
-                raise ValueError(f'{name} arch key {key} must be a list with one entry per '
-                                 f'stage, got {value!r}')
+                raise ValueError(
+                    f'{name} arch key {key} must be a list with one entry per stage, got {value!r}'
+                )
             if len(value) != len(depths):
                 raise ValueError(
                     f'{name} arch lists must have one entry per stage: depths has '
                     f'{len(depths)} ({list(depths)}) but {key} has {len(value)} '
-                    f'({list(value)})')
+                    f'({list(value)})'
+                )
         if not all(_is_positive_int(d) for d in full['embed_dims']):
-            raise ValueError(f'{name} embed_dims must be positive ints, got '
-                             f'{list(full["embed_dims"])}')
+            raise ValueError(
+                f'{name} embed_dims must be positive ints, got {list(full["embed_dims"])}'
+            )
         cls._check_arch(full)
         return full
+
+    @property
+    def arch_name(self) -> Optional[str]:
+        """The name of this backbone's arch in :attr:`arch_settings`, if it is a named one."""
+
+        def same(a, b) -> bool:
+            # Tuples in one table and lists in the other are the same setting.
+            if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+                return list(a) == list(b)
+            return a == b
+
+        for name, arch in self.arch_settings.items():
+            if all(same(self.arch.get(key), value) for key, value in arch.items()):
+                return name
+        return None
+
+    @property
+    def arch_label(self) -> str:
+        """``arch 's', depths [...], embed_dims [...]``, for messages."""
+        named = f"arch '{self.arch_name}', " if self.arch_name else ''
+        return f'{named}depths {self.depths}, embed_dims {self.embed_dims}'
+
+    @classmethod
+    def generations(cls) -> List[type]:
+        """This class and every other backbone generation (subclasses with an arch table),
+        this class first: the layouts a checkpoint file is recognised against."""
+        found, todo = [cls], [SpectralBackbone]
+        while todo:
+            for sub in todo.pop().__subclasses__():
+                if sub not in found and sub.arch_settings:
+                    found.append(sub)
+                todo.append(sub)
+        return found
 
     @classmethod
     def _check_arch(cls, arch: dict) -> None:
@@ -168,15 +224,20 @@ class SpectralBackbone(BaseModule):
     def _check_out_indices(self, out_indices: Union[int, Sequence[int]]) -> Tuple[int, ...]:
         if isinstance(out_indices, int):
             out_indices = [out_indices]
-        if not isinstance(out_indices, Sequence) or len(out_indices) == 0 or not all(
-                isinstance(i, int) for i in out_indices):
-            raise ValueError(f'out_indices must be an int or a non-empty sequence of ints, '
-                             f'got {out_indices!r}')
+        if (
+            not isinstance(out_indices, Sequence)
+            or len(out_indices) == 0
+            or not all(isinstance(i, int) for i in out_indices)
+        ):
+            raise ValueError(
+                f'out_indices must be an int or a non-empty sequence of ints, got {out_indices!r}'
+            )
         for index in out_indices:
             if not -self.num_stages <= index < self.num_stages:
                 raise ValueError(
                     f'out_indices must be in [{-self.num_stages}, {self.num_stages - 1}] '
-                    f'for {self.num_stages} stages, got {index} in {tuple(out_indices)}')
+                    f'for {self.num_stages} stages, got {index} in {tuple(out_indices)}'
+                )
         return tuple(sorted({index % self.num_stages for index in out_indices}))
 
     def block_drop_path_rates(self) -> List[List[float]]:
@@ -184,7 +245,7 @@ class SpectralBackbone(BaseModule):
         network from 0 to ``drop_path_rate``."""
         rates = torch.linspace(0, self.drop_path_rate, sum(self.depths), device='cpu').tolist()
         starts = [sum(self.depths[:i]) for i in range(self.num_stages)]
-        return [rates[start:start + depth] for start, depth in zip(starts, self.depths)]
+        return [rates[start : start + depth] for start, depth in zip(starts, self.depths)]
 
     @property
     def out_channels(self) -> List[int]:
@@ -195,8 +256,10 @@ class SpectralBackbone(BaseModule):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'{type(self).__name__} expects input of shape '
-                             f'(N, {self.in_channels}, H, W), got {tuple(x.shape)}')
+            raise ValueError(
+                f'{type(self).__name__} expects input of shape '
+                f'(N, {self.in_channels}, H, W), got {tuple(x.shape)}'
+            )
         outs = []
         for i in range(self.num_stages):
             x = self._enter_stage(i, x)
@@ -257,16 +320,29 @@ class SpectralBackbone(BaseModule):
     def init_weights(self) -> None:
         init_cfg = self.init_cfg
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            from ..checkpoint import load_pretrained
-            load_pretrained(self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
-                            allow_partial=init_cfg.get('allow_partial', False))
+            load_pretrained(
+                self,
+                init_cfg['checkpoint'],
+                prefix=init_cfg.get('prefix'),
+                allow_partial=init_cfg.get('allow_partial', False),
+            )
             self._is_init = True
         else:
             super().init_weights()
 
     @classmethod
-    def from_release_layout(cls, state_dict: StateDict
-                            ) -> Tuple[StateDict, Dict[str, List[str]]]:
+    def holds_layout(cls, state_dict: StateDict) -> bool:
+        """Whether tensors in this class's layout (after :meth:`from_release_layout`) are
+        of this generation, whatever their arch."""
+        return False
+
+    @classmethod
+    def is_release_layout(cls, state_dict: StateDict) -> bool:
+        """Whether the keys are those of the authors' files of this generation."""
+        return False
+
+    @classmethod
+    def from_release_layout(cls, state_dict: StateDict) -> Tuple[StateDict, Dict[str, List[str]]]:
         """The authors' tensors under this class's names.
 
         Returns:

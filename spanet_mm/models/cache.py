@@ -3,6 +3,7 @@
 Detection training with multi-scale, padded inputs and long-running inference services see
 many feature sizes; an operator cache keyed by size must therefore forget old entries.
 """
+
 from collections import OrderedDict
 from typing import Callable, Generic, Hashable, TypeVar
 

@@ -27,6 +27,7 @@ How it is computed here (the same function as the authors' per-head loop):
   every call, because writes through ``param.data`` (MMEngine's EMA, weight swapping,
   ``load_state_dict``) change the values without telling autograd's version counters.
 """
+
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -76,20 +77,25 @@ class ExSPAM(nn.Module):
         cache_size (int): Feature sizes whose spectral gain is kept for calls outside
             autograd (each holds a (C, H, W // 2 + 1) float32 gain). Defaults to 2.
     """
+
     # Speed setting only (the result is the same): feature maps with fewer positions run the
     # heads' depth-wise convs as one conv (see local_context).
     single_conv_max_area: int = 1024
 
-    def __init__(self,
-                 embed_dims: int,
-                 filter_size: Union[int, Sequence[int]] = (14, 14),
-                 num_heads: int = 4,
-                 expand_ratio: int = 2,
-                 cache_size: int = 2) -> None:
+    def __init__(
+        self,
+        embed_dims: int,
+        filter_size: Union[int, Sequence[int]] = (14, 14),
+        num_heads: int = 4,
+        expand_ratio: int = 2,
+        cache_size: int = 2,
+    ) -> None:
         super().__init__()
         if num_heads < 1 or embed_dims % num_heads:
-            raise ValueError(f'ExSPAM needs embed_dims divisible by num_heads, got '
-                             f'embed_dims={embed_dims}, num_heads={num_heads}')
+            raise ValueError(
+                f'ExSPAM needs embed_dims divisible by num_heads, got '
+                f'embed_dims={embed_dims}, num_heads={num_heads}'
+            )
         if isinstance(filter_size, int):
             filter_size = (filter_size, filter_size)
         height, width = (int(s) for s in filter_size)
@@ -107,11 +113,18 @@ class ExSPAM(nn.Module):
             kernel = 3 + 2 * i
             self.add_module(
                 f'local_conv_{i + 1}',
-                nn.Conv2d(self.head_dims, self.head_dims, kernel, padding=kernel // 2,
-                          groups=self.head_dims))
+                nn.Conv2d(
+                    self.head_dims,
+                    self.head_dims,
+                    kernel,
+                    padding=kernel // 2,
+                    groups=self.head_dims,
+                ),
+            )
             self.register_parameter(
                 f'filter_{i + 1}',
-                nn.Parameter(torch.randn(self.head_dims, *self.filter_shape) * 0.02))
+                nn.Parameter(torch.randn(self.head_dims, *self.filter_shape) * 0.02),
+            )
         hidden = embed_dims * expand_ratio
         # Group j of the first conv sees channel j of every head (the interleaved order).
         self.proj = nn.Sequential(
@@ -143,21 +156,20 @@ class ExSPAM(nn.Module):
             order (``j * num_heads + i`` is channel ``j`` of head ``i``).
         """
         filters = self.filters
-        if (_tracing() or
-                torch.is_grad_enabled() and any(f.requires_grad for f in filters)):
+        if _tracing() or torch.is_grad_enabled() and any(f.requires_grad for f in filters):
             return self._build_gain(filters, height, width)
         if not self._gain_source_matches(filters):
             self._gain_cache.clear()
             self._gain_source = [f.detach().clone() for f in filters]
         key = (height, width, filters[0].device)
-        return self._gain_cache.get_or_build(
-            key, lambda: self._build_gain(filters, height, width))
+        return self._gain_cache.get_or_build(key, lambda: self._build_gain(filters, height, width))
 
     def _gain_source_matches(self, filters: List[Tensor]) -> bool:
         source = self._gain_source
         return source is not None and all(
-            s.device == f.device and s.dtype == f.dtype and s.shape == f.shape
-            and torch.equal(s, f) for s, f in zip(source, filters))
+            s.device == f.device and s.dtype == f.dtype and s.shape == f.shape and torch.equal(s, f)
+            for s, f in zip(source, filters)
+        )
 
     def _build_gain(self, filters: List[Tensor], height: int, width: int) -> Tensor:
         with torch.autocast(filters[0].device.type, enabled=False):
@@ -186,20 +198,24 @@ class ExSPAM(nn.Module):
             # conv with their kernels zero-padded to the largest size (the padding adds
             # exact zeros), then interleave.
             size = 3 + 2 * (self.num_heads - 1)
-            weight = torch.cat([
-                F.pad(conv.weight, [(size - conv.weight.shape[-1]) // 2] * 4)
-                for conv in self.local_convs
-            ])
+            weight = torch.cat(
+                [
+                    F.pad(conv.weight, [(size - conv.weight.shape[-1]) // 2] * 4)
+                    for conv in self.local_convs
+                ]
+            )
             bias = torch.cat([conv.bias for conv in self.local_convs])
-            out = F.conv2d(context.contiguous(), weight, bias, padding=size // 2,
-                           groups=channels)
-            return out.view(batch, self.num_heads, self.head_dims, height, width).transpose(
-                1, 2).reshape(batch, channels, height, width)
+            out = F.conv2d(context.contiguous(), weight, bias, padding=size // 2, groups=channels)
+            return (
+                out.view(batch, self.num_heads, self.head_dims, height, width)
+                .transpose(1, 2)
+                .reshape(batch, channels, height, width)
+            )
         # Large maps: each head's conv on its channels-last slice, written into its place
         # in the interleaved NCHW result.
         out = context.new_empty(batch, self.head_dims, self.num_heads, height, width)
         for i, conv in enumerate(self.local_convs):
-            out[:, :, i] = conv(context[:, i * self.head_dims:(i + 1) * self.head_dims])
+            out[:, :, i] = conv(context[:, i * self.head_dims : (i + 1) * self.head_dims])
         return out.view(batch, channels, height, width)
 
     def project(self, x: Tensor) -> Tensor:
@@ -215,7 +231,8 @@ class ExSPAM(nn.Module):
         groups = self.head_dims
         hidden = torch.matmul(
             first.weight.view(groups, -1, channels // groups),
-            x.view(batch, groups, channels // groups, height * width))
+            x.view(batch, groups, channels // groups, height * width),
+        )
         hidden = act(norm(hidden.view(batch, -1, height * width)))
         out = torch.matmul(hidden.transpose(1, 2), last.weight.flatten(1).t())
         return out.view(batch, height, width, channels)

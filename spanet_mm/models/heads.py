@@ -5,6 +5,7 @@ This module imports MMPretrain. ``import spanet_mm`` does not import it: the nam
 :mod:`spanet_mm.models.spanetv2` with a small builder that imports this module only when a
 head is built, so detection and segmentation users never pay for MMPretrain.
 """
+
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -35,15 +36,18 @@ class SPANetV2ClsHead(ClsHead):
             :class:`mmpretrain.models.heads.ClsHead`.
     """
 
-    def __init__(self,
-                 num_classes: int,
-                 in_channels: int,
-                 hidden_channels: Optional[int] = None,
-                 hidden_ratio: float = 4,
-                 dropout: float = 0.,
-                 init_cfg: Optional[Union[dict, Sequence[dict]]] = dict(
-                     type='TruncNormal', layer='Linear', std=.02, bias=0.),
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        hidden_channels: Optional[int] = None,
+        hidden_ratio: float = 4,
+        dropout: float = 0.0,
+        init_cfg: Optional[Union[dict, Sequence[dict]]] = None,
+        **kwargs,
+    ) -> None:
+        if init_cfg is None:
+            init_cfg = dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.0)
         super().__init__(init_cfg=init_cfg, **kwargs)
         if not (isinstance(num_classes, int) and num_classes > 0):
             raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
@@ -51,8 +55,7 @@ class SPANetV2ClsHead(ClsHead):
             raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
         if not 0 <= dropout < 1:
             raise ValueError(f'dropout must be in [0, 1), got {dropout!r}')
-        hidden = hidden_channels if hidden_channels is not None else int(
-            hidden_ratio * in_channels)
+        hidden = hidden_channels if hidden_channels is not None else int(hidden_ratio * in_channels)
         if not (isinstance(hidden, int) and hidden > 0):
             raise ValueError(f'the hidden width must be a positive int, got {hidden!r}')
         self.num_classes = num_classes
@@ -68,7 +71,8 @@ class SPANetV2ClsHead(ClsHead):
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f'SPANetV2ClsHead expects pooled features of shape (N, {self.in_channels}) '
-                f'(a backbone with gap_before_final_norm=True), got {tuple(x.shape)}')
+                f'(a backbone with gap_before_final_norm=True), got {tuple(x.shape)}'
+            )
         return self.norm(torch.square(F.relu(self.fc1(x))))
 
     def forward(self, feats: Tuple[Tensor, ...]) -> Tensor:

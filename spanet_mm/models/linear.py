@@ -5,18 +5,20 @@ dim of ``(..., C)`` data. Without autograd (inference, validation) on the CPU th
 as oneDNN's inference kernel (``torch.ops.mkldnn._linear_pointwise``, the kernel that
 torch.compile's CPU backend emits for linear layers), which also applies a following GELU in
 the same pass and takes float32 and bfloat16 alike. ``torch.nn.functional.linear`` sends
-float32 products to the BLAS library instead, which on some CPUs (AMD EPYC with MKL) is about
-twice as slow at these shapes. With autograd, while tracing or compiling, and on other
+float32 products to the BLAS library instead, which on some CPUs is much slower at these
+shapes (docs/implementation.md). With autograd, while tracing or compiling, and on other
 devices, the plain ``F.linear`` (and ``F.gelu``) run: the same function.
 """
+
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_ONEDNN_LINEAR = (torch.backends.mkldnn.is_available()
-                  and hasattr(torch.ops.mkldnn, '_linear_pointwise'))
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(
+    torch.ops.mkldnn, '_linear_pointwise'
+)
 _ONEDNN_DTYPES = {torch.float32}
 if _ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported():
     _ONEDNN_DTYPES.add(torch.bfloat16)
@@ -46,14 +48,24 @@ def runs_fused(x: Tensor) -> bool:
     """Whether a point-wise layer of ``x`` runs as oneDNN's fused inference kernel: CPU data,
     nothing for autograd to record, not traced or compiled (tracers and torch.compile see
     the plain ops), a dtype oneDNN takes."""
-    return (_ONEDNN_LINEAR and x.device.type == 'cpu' and not torch.is_grad_enabled()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and working_dtype(x) in _ONEDNN_DTYPES)
+    return (
+        _ONEDNN_LINEAR
+        and x.device.type == 'cpu'
+        and not torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and working_dtype(x) in _ONEDNN_DTYPES
+    )
 
 
-def pointwise_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-                     activation: str = 'none', residual: Optional[Tensor] = None,
-                     residual_scale: Optional[Tensor] = None) -> Tensor:
+def pointwise_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    activation: str = 'none',
+    residual: Optional[Tensor] = None,
+    residual_scale: Optional[Tensor] = None,
+) -> Tensor:
     """``activation(x @ weight.T + bias)`` over the last dim of ``x``, plus
     ``residual * residual_scale`` if a residual is given.
 
@@ -83,12 +95,17 @@ def pointwise_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
             bias = _as_dtype(bias, dtype)
         # else: oneDNN adds a float32 bias to bfloat16 products itself (more precisely than a
         # bfloat16 copy would, and one cast per layer fewer).
-        if (residual is not None and activation == 'none' and residual.dtype == dtype
-                and (residual_scale is None or residual_scale.dtype == dtype)):
+        if (
+            residual is not None
+            and activation == 'none'
+            and residual.dtype == dtype
+            and (residual_scale is None or residual_scale.dtype == dtype)
+        ):
             other = residual if residual_scale is None else residual * residual_scale
             # (the fused sum wants a bias of the working dtype)
-            return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight,
-                                                             _as_dtype(bias, dtype), 'add')
+            return torch.ops.mkldnn._linear_pointwise.binary(
+                x, other, weight, _as_dtype(bias, dtype), 'add'
+            )
         y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], 'none')
     else:
         y = F.linear(x, weight, bias)
@@ -97,8 +114,9 @@ def pointwise_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     return add_residual(y, residual, residual_scale)
 
 
-def add_residual(y: Tensor, residual: Optional[Tensor] = None,
-                 scale: Optional[Tensor] = None) -> Tensor:
+def add_residual(
+    y: Tensor, residual: Optional[Tensor] = None, scale: Optional[Tensor] = None
+) -> Tensor:
     """``y + residual * scale`` (one kernel), ``y + residual``, or ``y`` alone, in the dtype
     the operands promote to."""
     if residual is None:

@@ -3,13 +3,14 @@
 MetaFormer-style backbones normalise each sample over all of (C, H, W) and then apply a
 per-channel affine: ``nn.GroupNorm(1, C)``. On CUDA, torch's GroupNorm kernel computes each
 (sample, group) row's moments in a single thread block, so with one group a whole feature map
-is reduced by one block: on an H100, that kernel (``RowwiseMoments``) took 81% of SPANet-S's
-float16 forward at 800x1216, batch 2 (``tools/analysis/gpu_checks.sh``). Off the CPU,
+is reduced by one block, which leaves most of a large GPU idle and makes that kernel the
+slowest of the forward at detection sizes (docs/implementation.md). Off the CPU,
 :class:`OneGroupNorm` takes its statistics with ``torch.var_mean``, a reduction that spreads
 over the whole device, normalises in one pass over the data, and has a backward of its own
 that saves only the input and two numbers per sample, as GroupNorm's does. On the CPU it is
 ``nn.GroupNorm`` (whose kernel has a channels-last path and parallelises well).
 """
+
 from contextlib import nullcontext
 from typing import Optional, Tuple
 
@@ -32,19 +33,20 @@ class OneGroupNorm(nn.GroupNorm):
         super().__init__(1, num_channels, eps, affine)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.device.type == 'cpu' or torch.jit.is_tracing()
-                or torch.compiler.is_compiling()):
+        if x.device.type == 'cpu' or torch.jit.is_tracing() or torch.compiler.is_compiling():
             # Exporters and compilers see the standard operator (ONNX has GroupNorm; the
             # compilers write their own reductions).
             return super().forward(x)
         if x.dim() < 2 or x.shape[1] != self.num_channels:
-            raise ValueError(f'OneGroupNorm expects (N, {self.num_channels}, ...) input, got '
-                             f'{tuple(x.shape)}')
+            raise ValueError(
+                f'OneGroupNorm expects (N, {self.num_channels}, ...) input, got {tuple(x.shape)}'
+            )
         return one_group_norm(x, self.weight, self.bias, self.eps)
 
 
-def one_group_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                   eps: float) -> Tensor:
+def one_group_norm(
+    x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+) -> Tensor:
     """GroupNorm with one group of ``x`` (N, C, ...), statistics in float32; ``weight`` and
     ``bias`` (C, ) both or neither.
 
@@ -70,15 +72,15 @@ class _OneGroupNorm(torch.autograd.Function):
     mean and inverse standard deviation (the normalised input is recomputed)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                eps: float) -> Tensor:
+    def forward(
+        ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+    ) -> Tensor:
         sample_dims = tuple(range(1, x.dim()))
         var, mean = torch.var_mean(x, dim=sample_dims, correction=0, keepdim=True)
         rstd = torch.rsqrt(var + eps)
         # One pass over the data, y = x * scale + shift, with a scale and a shift per sample
-        # and channel (as torch's CPU GroupNorm kernel computes it): three passes
-        # (subtract, scale, affine) took about 1 ms of SPANet-S's 12.4 ms of H100 kernel time
-        # at 224x224, batch 32, float16.
+        # and channel (as torch's CPU GroupNorm kernel computes it), rather than three
+        # (subtract, scale, affine): the pass over the data is what costs on a GPU.
         if weight is None:
             scale = rstd
             shift = -mean * rstd
@@ -97,8 +99,11 @@ class _OneGroupNorm(torch.autograd.Function):
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             g = grad if weight is None else grad * _channel_view(weight, x.dim())
-            grad_x = rstd * (g - g.mean(sample_dims, keepdim=True)
-                             - x_hat * (g * x_hat).mean(sample_dims, keepdim=True))
+            grad_x = rstd * (
+                g
+                - g.mean(sample_dims, keepdim=True)
+                - x_hat * (g * x_hat).mean(sample_dims, keepdim=True)
+            )
         if weight is not None and ctx.needs_input_grad[1]:
             grad_weight = (grad * x_hat).sum(channel_sums)
         if weight is not None and ctx.needs_input_grad[2]:

@@ -1,12 +1,12 @@
 """SPAM: Spectral Pooling Aggregation Modulation, the token mixer of SPANet (Section 4.2)."""
+
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .linear import (add_residual, pointwise_linear, runs_fused, to_working_dtype,
-                     working_dtype)
+from .linear import add_residual, pointwise_linear, runs_fused, to_working_dtype, working_dtype
 from .spectral_filter import SpectralPoolingFilter
 
 
@@ -22,6 +22,7 @@ def chunk_sizes(channels: int, chunks: int) -> List[int]:
 # point-wise layers. Without autograd (inference) on CPU they run as oneDNN's fused linear
 # kernel (spanet_mm.models.linear, shared with SPANetV2); with autograd as 1x1 convs on the
 # channels-last data (also oneDNN) and the GELU separately.
+
 
 def fused_inference(x: Tensor) -> bool:
     """Whether the point-wise layers of ``x`` (channels-last, NCHW) can run as oneDNN's
@@ -62,14 +63,18 @@ def conv1x1_nhwc(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     return F.conv2d(x.permute(0, 3, 1, 2), weight, bias).permute(0, 2, 3, 1).contiguous()
 
 
-def pointwise(conv: nn.Conv2d, x: Tensor, fused: bool, activation: str = 'none',
-              residual: Optional[Tensor] = None,
-              residual_scale: Optional[Tensor] = None) -> Tensor:
+def pointwise(
+    conv: nn.Conv2d,
+    x: Tensor,
+    fused: bool,
+    activation: str = 'none',
+    residual: Optional[Tensor] = None,
+    residual_scale: Optional[Tensor] = None,
+) -> Tensor:
     """A 1x1 conv module (and optionally GELU) applied to NHWC data ``x``, plus
     ``residual * residual_scale`` if a residual (NHWC) is given."""
     if fused:
-        return pointwise_linear(x, conv.weight, conv.bias, activation, residual,
-                                residual_scale)
+        return pointwise_linear(x, conv.weight, conv.bias, activation, residual, residual_scale)
     y = conv1x1_nhwc(x, conv.weight, conv.bias)
     return add_residual(F.gelu(y) if activation == 'gelu' else y, residual, residual_scale)
 
@@ -78,9 +83,12 @@ def is_observed(module: nn.Module) -> bool:
     """Whether hooks watch ``module``'s calls (analysis tools hook the filter); then it must
     be called as a module rather than through its NHWC method."""
     hooks = nn.modules.module
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or getattr(hooks, '_global_forward_hooks', None)
-                or getattr(hooks, '_global_forward_pre_hooks', None))
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or getattr(hooks, '_global_forward_hooks', None)
+        or getattr(hooks, '_global_forward_pre_hooks', None)
+    )
 
 
 class SPAM(nn.Module):
@@ -108,33 +116,45 @@ class SPAM(nn.Module):
             Defaults to 7.
     """
 
-    def __init__(self,
-                 embed_dims: int,
-                 radius: float,
-                 balances: Sequence[float] = (0.7, 0.8, 0.9),
-                 kernel_size: int = 7) -> None:
+    def __init__(
+        self,
+        embed_dims: int,
+        radius: float,
+        balances: Sequence[float] = (0.7, 0.8, 0.9),
+        kernel_size: int = 7,
+    ) -> None:
         super().__init__()
         sizes = chunk_sizes(embed_dims, len(balances))
         if len(sizes) != len(balances):
             raise ValueError(
                 f'SPAM splits {embed_dims} channels into one chunk per balance, but '
                 f'torch.chunk gives {len(sizes)} chunks for {len(balances)} balances '
-                f'{tuple(balances)}; use more channels or fewer balances')
+                f'{tuple(balances)}; use more channels or fewer balances'
+            )
         self.embed_dims = embed_dims
         self.balances = tuple(float(b) for b in balances)
         self.chunk_sizes = tuple(sizes)
 
         self.proj_in = nn.Conv2d(embed_dims, embed_dims, 1)
         self.dwconv = nn.Sequential(
-            nn.Conv2d(embed_dims, embed_dims, (1, kernel_size),
-                      padding=(0, kernel_size // 2), groups=embed_dims),
-            nn.Conv2d(embed_dims, embed_dims, (kernel_size, 1),
-                      padding=(kernel_size // 2, 0), groups=embed_dims),
+            nn.Conv2d(
+                embed_dims,
+                embed_dims,
+                (1, kernel_size),
+                padding=(0, kernel_size // 2),
+                groups=embed_dims,
+            ),
+            nn.Conv2d(
+                embed_dims,
+                embed_dims,
+                (kernel_size, 1),
+                padding=(kernel_size // 2, 0),
+                groups=embed_dims,
+            ),
         )
         channel_balances = [b for b, n in zip(self.balances, sizes) for _ in range(n)]
         self.spectral_filter = SpectralPoolingFilter(radius, channel_balances)
-        self.context_convs = nn.ModuleList(
-            nn.Conv2d(n, embed_dims, 1) for n in sizes)
+        self.context_convs = nn.ModuleList(nn.Conv2d(n, embed_dims, 1) for n in sizes)
         self.proj_out = nn.Conv2d(embed_dims, embed_dims, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -143,8 +163,13 @@ class SPAM(nn.Module):
             return self.proj_out(query * self.context(query))
         return forward_on_nhwc(self.forward_nhwc, x)
 
-    def forward_nhwc(self, x: Tensor, fused: bool, residual: Optional[Tensor] = None,
-                     residual_scale: Optional[Tensor] = None) -> Tensor:
+    def forward_nhwc(
+        self,
+        x: Tensor,
+        fused: bool,
+        residual: Optional[Tensor] = None,
+        residual_scale: Optional[Tensor] = None,
+    ) -> Tensor:
         """SPAM of NHWC data (contiguous), as NHWC data, plus ``residual * residual_scale``
         if a residual (NHWC) is given: the block's residual sum comes out of ``proj_out``'s
         kernel where the dtypes allow.
@@ -159,8 +184,9 @@ class SPAM(nn.Module):
         # The depth-wise convs take the channels-last NCHW view and keep that layout.
         query = nhwc(self.dwconv(pointwise(self.proj_in, x, fused).permute(0, 3, 1, 2)))
         context = self._context_nhwc(query, fused)
-        return pointwise(self.proj_out, query * context, fused, residual=residual,
-                         residual_scale=residual_scale)
+        return pointwise(
+            self.proj_out, query * context, fused, residual=residual, residual_scale=residual_scale
+        )
 
     def context_weight(self, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
         """The three gates' 1x1 convs as one: weight (C, C, 1, 1) and bias (C,).
@@ -177,8 +203,7 @@ class SPAM(nn.Module):
             weight = torch.cat(weights, dim=1)
         else:
             shape = (weights[0].shape[0], self.embed_dims, *weights[0].shape[2:])
-            weight = torch.cat(weights, dim=1,
-                               out=weights[0].new_empty(shape, dtype=dtype))
+            weight = torch.cat(weights, dim=1, out=weights[0].new_empty(shape, dtype=dtype))
         bias = torch.stack([conv.bias for conv in self.context_convs]).sum(0)
         return weight, bias
 
@@ -190,13 +215,19 @@ class SPAM(nn.Module):
     def _context_nhwc(self, query: Tensor, fused: bool) -> Tensor:
         """:meth:`context` of NHWC data, as NHWC data."""
         weight, bias = self.context_weight(working_dtype(query) if fused else None)
-        if (type(self.spectral_filter) is SpectralPoolingFilter
-                and not is_observed(self.spectral_filter) and not torch.jit.is_tracing()):
+        if (
+            type(self.spectral_filter) is SpectralPoolingFilter
+            and not is_observed(self.spectral_filter)
+            and not torch.jit.is_tracing()
+        ):
             filtered = self.spectral_filter.filter_nhwc(query)
         else:
             filtered = nhwc(self.spectral_filter(query.permute(0, 3, 1, 2)))
-        return (pointwise_linear(filtered, weight, bias) if fused else
-                conv1x1_nhwc(filtered, weight, bias))
+        return (
+            pointwise_linear(filtered, weight, bias)
+            if fused
+            else conv1x1_nhwc(filtered, weight, bias)
+        )
 
     def gate_outputs(self, query: Tensor) -> List[Tensor]:
         """Each Spectral Pooling Gate's output separately (for analysis; they sum to

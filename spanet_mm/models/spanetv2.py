@@ -4,6 +4,7 @@ The network follows the authors' classification model (``image_classification/mo
 spanetv2.py`` of DoranLyong/SPANetV2-official), whose published ImageNet weights load into
 this class under the same parameter names; see :class:`SPANetV2`.
 """
+
 import functools
 import re
 from collections import OrderedDict
@@ -43,8 +44,8 @@ class StarReLU(nn.Module):
 
     def __init__(self, scale: float = 1.0, bias: float = 0.0) -> None:
         super().__init__()
-        self.scale = nn.Parameter(torch.full((1, ), scale))
-        self.bias = nn.Parameter(torch.full((1, ), bias))
+        self.scale = nn.Parameter(torch.full((1,), scale))
+        self.bias = nn.Parameter(torch.full((1,), bias))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.scale * torch.square(F.relu(x)) + self.bias
@@ -93,12 +94,14 @@ class SPANetV2Block(nn.Module):
             per-channel ResScale. Defaults to False.
     """
 
-    def __init__(self,
-                 embed_dims: int,
-                 token_mixer: nn.Module,
-                 mlp_ratio: float = 4,
-                 drop_path: float = 0.,
-                 res_scale: bool = False) -> None:
+    def __init__(
+        self,
+        embed_dims: int,
+        token_mixer: nn.Module,
+        mlp_ratio: float = 4,
+        drop_path: float = 0.0,
+        res_scale: bool = False,
+    ) -> None:
         super().__init__()
         self.norm1 = layer_norm_without_bias(embed_dims)
         self.token_mixer = token_mixer
@@ -153,8 +156,9 @@ class _InstanceAwareClassMethod:
     def __get__(self, obj, owner):
         if obj is None:
             return functools.partial(self.func, owner)
-        return functools.partial(self.func, type(obj),
-                                 gap_before_final_norm=obj.gap_before_final_norm)
+        return functools.partial(
+            self.func, type(obj), gap_before_final_norm=obj.gap_before_final_norm
+        )
 
 
 @MODELS.register_module()
@@ -200,20 +204,26 @@ class SPANetV2(SpectralBackbone):
         init_cfg (dict | list[dict], optional): Initialisation config; see
             :class:`~spanet_mm.models.base.SpectralBackbone`.
     """
+
     arch_settings: Dict[str, dict] = {
         f'{size}{depth}_{kind}': dict(
             embed_dims=dims,
             depths=[3, 3, 9, 3] if depth == 18 else [3, 12, 18, 3],
-            mixers=['spectral'] * 4 if kind == 'pure' else
-            ['spectral', 'spectral', 'mix_attention', 'attention'])
-        for size, depth, dims in (('s', 18, [64, 128, 320, 512]), ('s', 36, [64, 128, 320, 512]),
-                                  ('m', 36, [96, 192, 384, 576]),
-                                  ('b', 36, [128, 256, 512, 768]))
+            mixers=['spectral'] * 4
+            if kind == 'pure'
+            else ['spectral', 'spectral', 'mix_attention', 'attention'],
+        )
+        for size, depth, dims in (
+            ('s', 18, [64, 128, 320, 512]),
+            ('s', 36, [64, 128, 320, 512]),
+            ('m', 36, [96, 192, 384, 576]),
+            ('b', 36, [128, 256, 512, 768]),
+        )
         for kind in ('pure', 'hybrid')
     }
     arch_aliases = {f'spanetv2_{name}': name for name in arch_settings}
     arch_defaults = dict(
-        mixers=('spectral', ) * 4,
+        mixers=('spectral',) * 4,
         res_scale=(False, False, True, True),
         mlp_ratio=4,
         filter_input_size=224,
@@ -221,46 +231,65 @@ class SPANetV2(SpectralBackbone):
         attention_head_dims=32,
     )
     per_stage_keys = ('mixers', 'res_scale')
+    weights_source = (
+        'docs/model_zoo.md, "Pretrained weights": the assets of '
+        'https://github.com/DoranLyong/SPANetV2-official/releases (release '
+        '"ImageNet-1K")'
+    )
 
-    def __init__(self,
-                 arch: Union[str, dict] = 's18_pure',
-                 in_channels: int = 3,
-                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 drop_path_rate: float = 0.,
-                 with_cp: bool = False,
-                 gap_before_final_norm: bool = False,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
-        super().__init__(arch, in_channels, out_indices, frozen_stages, drop_path_rate,
-                         with_cp, init_cfg)
+    def __init__(
+        self,
+        arch: Union[str, dict] = 's18_pure',
+        in_channels: int = 3,
+        out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+        frozen_stages: int = -1,
+        drop_path_rate: float = 0.0,
+        with_cp: bool = False,
+        gap_before_final_norm: bool = False,
+        init_cfg: Optional[Union[dict, List[dict]]] = None,
+    ) -> None:
+        super().__init__(
+            arch, in_channels, out_indices, frozen_stages, drop_path_rate, with_cp, init_cfg
+        )
         self.gap_before_final_norm = gap_before_final_norm
         dims = self.embed_dims
         self.downsample_layers = nn.ModuleList(
             Downsampling(in_channels if i == 0 else dims[i - 1], dims[i], stem=i == 0)
-            for i in range(self.num_stages))
+            for i in range(self.num_stages)
+        )
         self.stages = nn.ModuleList(
-            nn.Sequential(*[
-                SPANetV2Block(
-                    dims[i],
-                    self._token_mixer(i),
-                    mlp_ratio=self.arch['mlp_ratio'],
-                    drop_path=rate,
-                    res_scale=self.arch['res_scale'][i]) for rate in rates
-            ]) for i, rates in enumerate(self.block_drop_path_rates()))
+            nn.Sequential(
+                *[
+                    SPANetV2Block(
+                        dims[i],
+                        self._token_mixer(i),
+                        mlp_ratio=self.arch['mlp_ratio'],
+                        drop_path=rate,
+                        res_scale=self.arch['res_scale'][i],
+                    )
+                    for rate in rates
+                ]
+            )
+            for i, rates in enumerate(self.block_drop_path_rates())
+        )
         for i in self.out_indices:
-            norm = (nn.LayerNorm(dims[i], eps=1e-6) if gap_before_final_norm else
-                    layer_norm_without_bias(dims[i]))
+            norm = (
+                nn.LayerNorm(dims[i], eps=1e-6)
+                if gap_before_final_norm
+                else layer_norm_without_bias(dims[i])
+            )
             self.add_module(f'norm{i}', norm)
         self.apply(self._init_layer)
         self._freeze_stages()
 
     @staticmethod
-    def filter_sizes(input_size: Union[int, Sequence[int]], num_stages: int
-                     ) -> List[Tuple[int, int]]:
+    def filter_sizes(
+        input_size: Union[int, Sequence[int]], num_stages: int
+    ) -> List[Tuple[int, int]]:
         """Feature size of each stage for an ``input_size`` image (strides 4, 8, 16, ...),
         as the release computes it (``size // stride``)."""
         height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-        return [(height // 2**(i + 2), width // 2**(i + 2)) for i in range(num_stages)]
+        return [(height // 2 ** (i + 2), width // 2 ** (i + 2)) for i in range(num_stages)]
 
     def _token_mixer(self, index: int) -> nn.Module:
         kind, dims = self.arch['mixers'][index], self.embed_dims[index]
@@ -275,7 +304,7 @@ class SPANetV2(SpectralBackbone):
         # The release's initialisation: truncated normal (std .02) for every conv and
         # linear weight, zero biases (the ExSPAM filters keep their randn * .02).
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(module.weight, std=.02)
+            trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
@@ -284,21 +313,28 @@ class SPANetV2(SpectralBackbone):
         name = cls.__name__
         for i, (kind, dims) in enumerate(zip(arch['mixers'], arch['embed_dims'])):
             if kind not in MIXERS:
-                raise ValueError(f'{name} mixers must be among {MIXERS}, got {kind!r} for '
-                                 f'stage {i}')
-            heads = arch['spectral_heads'] if kind == 'spectral' else arch[
-                'attention_head_dims']
+                raise ValueError(
+                    f'{name} mixers must be among {MIXERS}, got {kind!r} for stage {i}'
+                )
+            heads = arch['spectral_heads'] if kind == 'spectral' else arch['attention_head_dims']
             if not (isinstance(heads, int) and heads > 0 and dims % heads == 0):
                 key = 'spectral_heads' if kind == 'spectral' else 'attention_head_dims'
-                raise ValueError(f'{name} stage {i} ({kind}) needs embed_dims divisible by '
-                                 f'{key}={heads!r}, got {dims}')
+                raise ValueError(
+                    f'{name} stage {i} ({kind}) needs embed_dims divisible by '
+                    f'{key}={heads!r}, got {dims}'
+                )
         sizes = cls.filter_sizes(arch['filter_input_size'], len(arch['depths']))
-        small = [i for i, (kind, size) in enumerate(zip(arch['mixers'], sizes))
-                 if kind == 'spectral' and min(size) < 1]
+        small = [
+            i
+            for i, (kind, size) in enumerate(zip(arch['mixers'], sizes))
+            if kind == 'spectral' and min(size) < 1
+        ]
         if small:
-            raise ValueError(f'{name} filter_input_size={arch["filter_input_size"]!r} '
-                             f'leaves no feature map at spectral stages {small} '
-                             f'(sizes {sizes})')
+            raise ValueError(
+                f'{name} filter_input_size={arch["filter_input_size"]!r} '
+                f'leaves no feature map at spectral stages {small} '
+                f'(sizes {sizes})'
+            )
         if not (isinstance(arch['mlp_ratio'], (int, float)) and arch['mlp_ratio'] > 0):
             raise ValueError(f'{name} mlp_ratio must be positive, got {arch["mlp_ratio"]!r}')
 
@@ -316,8 +352,9 @@ class SPANetV2(SpectralBackbone):
     # -- checkpoints -------------------------------------------------------------------------
 
     @_InstanceAwareClassMethod
-    def from_release_layout(cls, state_dict: StateDict, gap_before_final_norm: bool = False
-                            ) -> Tuple[StateDict, Dict[str, List[str]]]:
+    def from_release_layout(
+        cls, state_dict: StateDict, gap_before_final_norm: bool = False
+    ) -> Tuple[StateDict, Dict[str, List[str]]]:
         """The authors' tensors under this class's names.
 
         The blocks, stem and down-sampling layers already have the release's names. Their
@@ -328,8 +365,9 @@ class SPANetV2(SpectralBackbone):
         Returns:
             tuple: The state_dict and the keys left out, grouped by reason.
         """
-        stages = {int(m.group(1)) for m in map(re.compile(r'stages\.(\d+)\.').match,
-                                                state_dict) if m}
+        stages = {
+            int(m.group(1)) for m in map(re.compile(r'stages\.(\d+)\.').match, state_dict) if m
+        }
         last = max(stages) if stages else 3
         renamed: StateDict = OrderedDict()
         dropped: Dict[str, List[str]] = {}
@@ -339,12 +377,34 @@ class SPANetV2(SpectralBackbone):
                 dropped.setdefault(reason, []).append(key)
             elif key.startswith('norm.'):
                 if gap_before_final_norm:
-                    renamed[f'norm{last}.' + key[len('norm.'):]] = value
+                    renamed[f'norm{last}.' + key[len('norm.') :]] = value
                 else:
                     dropped.setdefault(CLASSIFIER_REASON, []).append(key)
             else:
                 renamed[key] = value
         return renamed, dropped
+
+    @classmethod
+    def holds_layout(cls, state_dict: StateDict) -> bool:
+        """Whether the tensors have SPANetV2's stem and down-sampling layers."""
+        return any(k.startswith('downsample_layers.') for k in state_dict)
+
+    @classmethod
+    def is_release_layout(cls, state_dict: StateDict) -> bool:
+        """Whether the keys are the authors' SPANetV2 names (their ImageNet files)."""
+        return any(k.startswith('downsample_layers.') for k in state_dict)
+
+    @classmethod
+    def release_to_classifier(cls, state_dict: StateDict) -> Tuple[StateDict, List[str]]:
+        """An authors' ImageNet file as MMPretrain's ``ImageClassifier`` of this package names
+        it: ``backbone.*`` with the classifier norm as ``backbone.norm3`` (the pooled norm of
+        ``gap_before_final_norm=True``), ``head.*`` as :class:`SPANetV2ClsHead` names it;
+        and the keys dropped (none)."""
+        renamed, left_out = cls.from_release_layout(state_dict, gap_before_final_norm=True)
+        out = OrderedDict(('backbone.' + key, value) for key, value in renamed.items())
+        out.update((key, value) for key, value in state_dict.items() if key.startswith('head.'))
+        dropped = [key for keys in left_out.values() for key in keys if not key.startswith('head.')]
+        return out, dropped
 
     @classmethod
     def arch_name_of(cls, state_dict: StateDict) -> Optional[str]:
@@ -362,14 +422,22 @@ class SPANetV2(SpectralBackbone):
                 mixer_keys.setdefault(stage, set()).add(match.group(3))
         mixers = {}
         for stage, keys in mixer_keys.items():
-            mixers[stage] = ('spectral' if 'filter_1' in keys else
-                             'mix_attention' if 'local_conv.weight' in keys else
-                             'attention' if 'qkv.weight' in keys else None)
+            mixers[stage] = (
+                'spectral'
+                if 'filter_1' in keys
+                else 'mix_attention'
+                if 'local_conv.weight' in keys
+                else 'attention'
+                if 'qkv.weight' in keys
+                else None
+            )
         if not dims or sorted(dims) != list(range(len(dims))):
             return None
-        found = dict(embed_dims=[dims[i] for i in sorted(dims)],
-                     depths=[depths.get(i, 0) for i in sorted(dims)],
-                     mixers=[mixers.get(i) for i in sorted(dims)])
+        found = dict(
+            embed_dims=[dims[i] for i in sorted(dims)],
+            depths=[depths.get(i, 0) for i in sorted(dims)],
+            mixers=[mixers.get(i) for i in sorted(dims)],
+        )
         for name, arch in cls.arch_settings.items():
             if all(list(arch[key]) == found[key] for key in found):
                 return name
@@ -380,7 +448,9 @@ def _build_cls_head(**kwargs) -> nn.Module:
     """Build :class:`~spanet_mm.models.heads.SPANetV2ClsHead`; registered under that name so
     configs can use it after ``import spanet_mm`` while MMPretrain, which the head subclasses,
     is imported only when a head is actually built."""
+    # The head subclasses MMPretrain's ClsHead: MMPretrain is imported with it, on first use.
     from .heads import SPANetV2ClsHead
+
     return SPANetV2ClsHead(**kwargs)
 
 

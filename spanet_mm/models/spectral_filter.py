@@ -35,8 +35,9 @@ in the working dtype (:meth:`SpectralPoolingFilter.filter_nhwc`).
 The operators depend on the filter only through its radius and balances, so one bounded,
 least-recently-used table shared by all filters holds them (all blocks of a stage share an
 entry per feature size). The result equals the paper's formula to float32 rounding
-(tests/test_spectral_filter.py).
+(tests/test_models/test_spectral_filter.py).
 """
+
 import math
 from typing import List, NamedTuple, Optional, Sequence
 
@@ -60,6 +61,7 @@ class _Operators(NamedTuple):
     Besides the operators themselves, the views each data layout multiplies with are kept
     here, so that a call runs a handful of products and no reshaping of the operators.
     """
+
     keep: Tensor  # (C, 1, 1): 1 - balance, broadcast over (C, H, W) in either layout
     keep_c: Tensor  # (C,): the same, for (..., C) data
     coef: Tensor  # (C, A, A): weight of each basis coefficient
@@ -85,12 +87,14 @@ _OPERATORS: LRUCache = LRUCache(OPERATOR_CACHE_SIZE)
 
 class CacheInfo(NamedTuple):
     """What :meth:`SpectralPoolingFilter.cache_info` reports."""
+
     entries: int  # operator sets held
     capacity: int  # most operator sets held at once
 
 
-def spectral_mask(height: int, width: int, radius: float, balance: float,
-                  dtype: torch.dtype = torch.float64) -> Tensor:
+def spectral_mask(
+    height: int, width: int, radius: float, balance: float, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """The paper's centred mask ``M^f`` for one balance (Eq. 16 and 18).
 
     The zero frequency sits at row ``height // 2`` and column ``width // 2``, where
@@ -108,8 +112,8 @@ def spectral_mask(height: int, width: int, radius: float, balance: float,
     """
     rows = torch.arange(height, dtype=torch.float64) - height // 2
     cols = torch.arange(width, dtype=torch.float64) - width // 2
-    dist2 = rows[:, None]**2 + cols[None, :]**2
-    radius2 = float(radius)**2
+    dist2 = rows[:, None] ** 2 + cols[None, :] ** 2
+    radius2 = float(radius) ** 2
     mask = torch.full((height, width), 1.0 - balance, dtype=torch.float64)
     mask[dist2 < radius2] = balance
     mask[dist2 == radius2] = RING_VALUE
@@ -187,8 +191,7 @@ class SpectralPoolingFilter(nn.Module):
 
     def extra_repr(self) -> str:
         balances = sorted(set(self.channel_balances))
-        return (f'radius={self.radius:g}, channels={self.num_channels}, '
-                f'balances={balances}')
+        return f'radius={self.radius:g}, channels={self.num_channels}, balances={balances}'
 
     @classmethod
     def cache_info(cls) -> CacheInfo:
@@ -225,16 +228,19 @@ class SpectralPoolingFilter(nn.Module):
         """
         n, height, width, channels = x.shape
         if channels != self.num_channels or not x.is_contiguous():
-            raise ValueError(f'{type(self).__name__}.filter_nhwc expects contiguous (N, H, W, '
-                             f'{self.num_channels}) data, got {tuple(x.shape)} with strides '
-                             f'{x.stride()}')
+            raise ValueError(
+                f'{type(self).__name__}.filter_nhwc expects contiguous (N, H, W, '
+                f'{self.num_channels}) data, got {tuple(x.shape)} with strides '
+                f'{x.stride()}'
+            )
         ops = self.operators(height, width, x.device, x.dtype)
         y = x * ops.keep_c
         _synthesis_nhwc_(y, _analysis_nhwc(x, ops), ops)
         return y
 
-    def operators(self, height: int, width: int, device: torch.device,
-                  dtype: torch.dtype = torch.float32) -> _Operators:
+    def operators(
+        self, height: int, width: int, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> _Operators:
         """The operators for one feature size, device and dtype (built once, then shared
         through the bounded table)."""
         if torch.compiler.is_compiling():
@@ -245,21 +251,22 @@ class SpectralPoolingFilter(nn.Module):
             return _in_dtype(self._build_operators(height, width, device, dense=False), dtype)
         key = (self._config, height, width, device, dtype)
         return _OPERATORS.get_or_build(
-            key, lambda: self._build_cached(height, width, device, dtype))
+            key, lambda: self._build_cached(height, width, device, dtype)
+        )
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.num_channels:
             raise ValueError(
                 f'{type(self).__name__} expects (N, {self.num_channels}, H, W), '
-                f'got {tuple(x.shape)}')
+                f'got {tuple(x.shape)}'
+            )
 
     def _filter_float32(self, x: Tensor) -> Tensor:
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             # A traced graph must serve every size: operators built in the graph from the
             # traced size, and the separable form, which works for all sizes.
             with torch.no_grad():
-                ops = self._build_operators(x.shape[-2], x.shape[-1], x.device,
-                                            traced=True)
+                ops = self._build_operators(x.shape[-2], x.shape[-1], x.device, traced=True)
             return _separable_nchw(x.contiguous(), ops)
         # Contiguous and channels-last data each have their own path, so neither is copied.
         channels_last = not x.is_contiguous()
@@ -268,20 +275,26 @@ class SpectralPoolingFilter(nn.Module):
         ops = self.operators(x.shape[-2], x.shape[-1], x.device)
         if channels_last:
             y = x * ops.keep  # channels-last, like x
-            _synthesis_nhwc_(y.permute(0, 2, 3, 1),
-                             _analysis_nhwc(x.permute(0, 2, 3, 1), ops), ops)
+            _synthesis_nhwc_(y.permute(0, 2, 3, 1), _analysis_nhwc(x.permute(0, 2, 3, 1), ops), ops)
             return y
         return (_dense_nchw if ops.basis_2d is not None else _separable_nchw)(x, ops)
 
-    def _build_cached(self, height: int, width: int, device: torch.device,
-                      dtype: torch.dtype) -> _Operators:
+    def _build_cached(
+        self, height: int, width: int, device: torch.device, dtype: torch.dtype
+    ) -> _Operators:
         # Cached tensors must stay usable by autograd even if first built under
         # torch.inference_mode().
         with torch.inference_mode(False), torch.no_grad():
             return _in_dtype(self._build_operators(height, width, device), dtype)
 
-    def _build_operators(self, height: int, width: int, device: torch.device,
-                         traced: bool = False, dense: bool = True) -> _Operators:
+    def _build_operators(
+        self,
+        height: int,
+        width: int,
+        device: torch.device,
+        traced: bool = False,
+        dense: bool = True,
+    ) -> _Operators:
         """The operators of the module docstring for one feature size (float32).
 
         ``traced``: only what the size-independent separable form on contiguous data
@@ -290,16 +303,19 @@ class SpectralPoolingFilter(nn.Module):
         reach = int(math.floor(self.radius))
         freq_h = _basis_frequencies(reach, device)
         freq_w = _basis_frequencies(reach, device)
-        dist2 = (freq_h[:, None]**2 + freq_w[None, :]**2).to(torch.float64)
+        dist2 = (freq_h[:, None] ** 2 + freq_w[None, :] ** 2).to(torch.float64)
         radius2 = self.radius**2
         inside = (dist2 < radius2).to(torch.float64)
         ring = (dist2 == radius2).to(torch.float64)
-        count = (_multiplicity(reach, height, device)[freq_h][:, None]
-                 * _multiplicity(reach, width, device)[freq_w][None, :])
+        count = (
+            _multiplicity(reach, height, device)[freq_h][:, None]
+            * _multiplicity(reach, width, device)[freq_w][None, :]
+        )
 
         balances = torch.tensor(self.channel_balances, dtype=torch.float64, device=device)
-        excess = (inside * (2 * balances[:, None, None] - 1)
-                  + ring * (balances[:, None, None] - (1 - RING_VALUE)))
+        excess = inside * (2 * balances[:, None, None] - 1) + ring * (
+            balances[:, None, None] - (1 - RING_VALUE)
+        )
         # 1 / (H * W) is the two orthonormal scalings together.
         coef = (excess * count / (height * width)).float()
         keep_c = (1 - balances).float()
@@ -313,22 +329,31 @@ class SpectralPoolingFilter(nn.Module):
             # have a zero coefficient.
             used = ((inside + ring) * count).flatten() > 0
             basis_2d = (basis_h[:, None, :, None] * basis_w[None, :, None, :]).reshape(
-                num_a * num_a, height * width)[used]
+                num_a * num_a, height * width
+            )[used]
             coef_2d = coef.flatten(1)[:, used]
-            # Zero rows up to a multiple of 8 add nothing but put the products on faster
-            # BLAS kernels (13 -> 16 rows: 62 -> 46 us per call at 128x28x28 on 2 cores).
+            # Zero rows up to a multiple of 8 add nothing but put the products on the BLAS
+            # kernels made for such widths (docs/implementation.md).
             padding = -len(basis_2d) % 8 if len(basis_2d) > 8 else 0
             basis_2d = nn.functional.pad(basis_2d, (0, 0, 0, padding))
             coef_2d = nn.functional.pad(coef_2d, (0, padding))
             basis_2d_t = basis_2d.t()
             coef_2d_t = coef_2d.t().contiguous()
         return _Operators(
-            keep=keep_c[:, None, None], keep_c=keep_c, coef=coef,
+            keep=keep_c[:, None, None],
+            keep_c=keep_c,
+            coef=coef,
             coef_hwc=coef.flatten(1).t().contiguous(),
-            basis_h=basis_h, basis_w=basis_w, basis_h_t=basis_h.t(),
+            basis_h=basis_h,
+            basis_w=basis_w,
+            basis_h_t=basis_h.t(),
             basis_w_rows=None if traced else basis_w.expand(height, num_a, width),
             basis_w_t_rows=None if traced else basis_w.t().expand(height, width, num_a),
-            basis_2d=basis_2d, basis_2d_t=basis_2d_t, coef_2d=coef_2d, coef_2d_t=coef_2d_t)
+            basis_2d=basis_2d,
+            basis_2d_t=basis_2d_t,
+            coef_2d=coef_2d,
+            coef_2d_t=coef_2d_t,
+        )
 
 
 def _in_dtype(ops: _Operators, dtype: torch.dtype) -> _Operators:
@@ -343,15 +368,18 @@ def _in_dtype(ops: _Operators, dtype: torch.dtype) -> _Operators:
 # cold, where every extra tensor operation costs a few microseconds). Each writes the
 # correction into the fresh ``(1 - balance) x`` with one multiply-add.
 
+
 def _separable_nchw(x: Tensor, ops: _Operators) -> Tensor:
     """``(1 - balance) x + P_H^T (coef * (P_H x P_W^T)) P_W`` on contiguous (N, C, H, W)."""
     n, c, height, width = x.shape
     num_a = ops.basis_h.shape[0]
     z = ops.basis_h @ (x @ ops.basis_w.t())  # (N, C, A, A)
     s = (z * ops.coef) @ ops.basis_w  # (N, C, A, W)
-    y = _multiply_add((x * ops.keep).view(n * c, height, width),
-                      ops.basis_h.t().expand(n * c, height, num_a),
-                      s.reshape(n * c, num_a, width))
+    y = _multiply_add(
+        (x * ops.keep).view(n * c, height, width),
+        ops.basis_h.t().expand(n * c, height, num_a),
+        s.reshape(n * c, num_a, width),
+    )
     return y.view(n, c, height, width)
 
 
@@ -368,6 +396,7 @@ def _dense_nchw(x: Tensor, ops: _Operators) -> Tensor:
 
 # NHWC data (the contiguous view of channels-last data), in two halves: the weighted
 # coefficients of each channel, and their basis expansion added into the output.
+
 
 def _analysis_nhwc(x: Tensor, ops: _Operators) -> Tensor:
     """``coef * (P x)`` of NHWC ``x``: (N, K, C), K the dense form's rows or ``A * A``."""
@@ -396,14 +425,16 @@ def _synthesis_nhwc_(out: Tensor, coefficients: Tensor, ops: _Operators) -> None
             out.view(height * width, channels).addmm_(basis_t, coefficients[0])
             return
         out.view(n, height * width, channels).baddbmm_(
-            basis_t.expand(n, *basis_t.shape), coefficients)
+            basis_t.expand(n, *basis_t.shape), coefficients
+        )
         return
     num_a = ops.basis_h.shape[0]
     rows = n * height
     basis_w_t = ops.basis_w_t_rows if n == 1 else ops.basis_w.t().expand(rows, width, num_a)
     # Expand H (u), then W (v) row by row.
-    s = torch.bmm(ops.basis_h_t.expand(n, height, num_a),
-                  coefficients.reshape(n, num_a, num_a * channels))  # (N, H, A*O)
+    s = torch.bmm(
+        ops.basis_h_t.expand(n, height, num_a), coefficients.reshape(n, num_a, num_a * channels)
+    )  # (N, H, A*O)
     out.view(rows, width, channels).baddbmm_(basis_w_t, s.view(rows, num_a, channels))
 
 

@@ -12,6 +12,7 @@ the ids pass ``num_layers`` and those blocks train *faster* than the heads (scal
 :class:`LayerDecayOptimWrapperConstructor` numbers the layers from the backbone's actual
 depths instead; for S18 the numbering is theirs, exactly.
 """
+
 import math
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -36,8 +37,9 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def backbone_layer_ids(backbone: SpectralBackbone,
-                       decay_type: str = 'layer_wise') -> Tuple[Dict[int, int], int]:
+def backbone_layer_ids(
+    backbone: SpectralBackbone, decay_type: str = 'layer_wise'
+) -> Tuple[Dict[int, int], int]:
     """The layer id of every parameter of a backbone's stem, down-sampling layers and blocks.
 
     ``layer_wise``: the stem is layer 0; the blocks of each stage are numbered in groups of
@@ -119,44 +121,50 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         name = type(self).__name__
         unknown = sorted(set(cfg) - set(PARAMWISE_KEYS))
         if unknown:
-            raise ValueError(f'{name}: unknown paramwise_cfg keys {unknown}; expected '
-                             f'{list(PARAMWISE_KEYS)}')
+            raise ValueError(
+                f'{name}: unknown paramwise_cfg keys {unknown}; expected {list(PARAMWISE_KEYS)}'
+            )
         if 'layer_decay_rate' not in cfg:
-            raise ValueError(f'{name}: paramwise_cfg must set layer_decay_rate (a number in '
-                             f'(0, 1]), got {dict(cfg)}')
+            raise ValueError(
+                f'{name}: paramwise_cfg must set layer_decay_rate (a number in '
+                f'(0, 1]), got {dict(cfg)}'
+            )
         rate = cfg['layer_decay_rate']
-        if (not isinstance(rate, (int, float)) or isinstance(rate, bool)
-                or not 0 < rate <= 1):
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate <= 1:
             raise ValueError(f'{name}: layer_decay_rate must be in (0, 1], got {rate!r}')
         decay_type = cfg.get('decay_type', 'layer_wise')
         if decay_type not in DECAY_TYPES:
-            raise ValueError(f'{name}: decay_type must be one of {DECAY_TYPES}, got '
-                             f'{decay_type!r}')
+            raise ValueError(f'{name}: decay_type must be one of {DECAY_TYPES}, got {decay_type!r}')
         num_layers = cfg.get('num_layers')
         if num_layers is not None and not (_is_int(num_layers) and num_layers > 0):
-            raise ValueError(f'{name}: num_layers must be a positive int or None, got '
-                             f'{num_layers!r}')
+            raise ValueError(
+                f'{name}: num_layers must be a positive int or None, got {num_layers!r}'
+            )
         if self.base_lr is None:
-            raise ValueError(f'{name}: the optimizer config must set lr, got '
-                             f'{dict(self.optimizer_cfg)}')
+            raise ValueError(
+                f'{name}: the optimizer config must set lr, got {dict(self.optimizer_cfg)}'
+            )
         self.layer_decay_rate = float(rate)
         self.decay_type = decay_type
         self.num_layers = num_layers
 
-    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
-                   **kwargs) -> None:
+    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', **kwargs) -> None:
         """Add ``module``'s trainable parameters to ``params`` as one group per layer id and
         weight decay (the whole model at once: ``prefix`` must be empty)."""
         if prefix:
-            raise ValueError(f'{type(self).__name__} groups a whole model; it was given the '
-                             f'submodule {prefix!r}')
-        backbone = module if isinstance(module, SpectralBackbone) else getattr(
-            module, 'backbone', None)
+            raise ValueError(
+                f'{type(self).__name__} groups a whole model; it was given the submodule {prefix!r}'
+            )
+        backbone = (
+            module if isinstance(module, SpectralBackbone) else getattr(module, 'backbone', None)
+        )
         if not isinstance(backbone, SpectralBackbone):
             found = type(backbone).__name__ if backbone is not None else 'no backbone'
-            raise TypeError(f'{type(self).__name__} works on a model with a SPANet or '
-                            f'SPANetV2 backbone (or on the backbone itself); '
-                            f'{type(module).__name__} has {found}')
+            raise TypeError(
+                f'{type(self).__name__} works on a model with a SPANet or '
+                f'SPANetV2 backbone (or on the backbone itself); '
+                f'{type(module).__name__} has {found}'
+            )
         layer_ids, last = backbone_layer_ids(backbone, self.decay_type)
         num_layers = last if self.num_layers is None else self.num_layers
         if num_layers < last:
@@ -164,7 +172,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 f'num_layers={num_layers} is smaller than the {last} layers '
                 f'({self.decay_type}) of this {type(backbone).__name__} with depths '
                 f'{backbone.depths}: its last layers would get lr scales above 1. Leave '
-                f'num_layers unset to count them from the depths')
+                f'num_layers unset to count them from the depths'
+            )
         head_id = num_layers + 1
 
         groups: 'OrderedDict[Tuple[int, bool], dict]' = OrderedDict()
@@ -176,11 +185,10 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             no_decay = param.ndim <= 1 or name.endswith('.bias')
             key = (layer_id, no_decay)
             if key not in groups:
-                scale = self.layer_decay_rate**(head_id - layer_id)
-                group = dict(params=[], lr=self.base_lr * scale, lr_scale=scale,
-                             layer_id=layer_id)
+                scale = self.layer_decay_rate ** (head_id - layer_id)
+                group = dict(params=[], lr=self.base_lr * scale, lr_scale=scale, layer_id=layer_id)
                 if no_decay:
-                    group['weight_decay'] = 0.
+                    group['weight_decay'] = 0.0
                 elif self.base_wd is not None:
                     group['weight_decay'] = self.base_wd
                 groups[key] = group
@@ -191,5 +199,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             f'{type(self).__name__}: {self.decay_type} decay {self.layer_decay_rate} over '
             f'{num_layers} backbone layers of {type(backbone).__name__} (depths '
             f'{backbone.depths}): lr scales from '
-            f'{self.layer_decay_rate**(head_id):.4g} (stem) to 1 (neck and heads), '
-            f'{len(groups)} parameter groups', logger='current')
+            f'{self.layer_decay_rate ** (head_id):.4g} (stem) to 1 (neck and heads), '
+            f'{len(groups)} parameter groups',
+            logger='current',
+        )

@@ -1,5 +1,6 @@
 """Running this repository's tools, and the codebases' own, in subprocesses; reading what
 their runs wrote."""
+
 import json
 import os
 import subprocess
@@ -11,11 +12,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def run_command(cmd, timeout=900, env=None, cwd=REPO_ROOT):
     """Run a command, fail the test with its output tail if it fails; return its output."""
     full_env = dict(os.environ, **(env or {}))
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, (f'{" ".join(map(str, cmd))} exited with {proc.returncode}:'
-                                  f'\n{output[-6000:]}')
+    assert proc.returncode == 0, (
+        f'{" ".join(map(str, cmd))} exited with {proc.returncode}:\n{output[-6000:]}'
+    )
     return output
 
 
@@ -53,7 +61,19 @@ def train_scalars(work_dir):
 def run_test_tool(config, checkpoint, work_dir, out, options):
     """``tools/test.py CONFIG CHECKPOINT --out OUT`` with ``--cfg-options``; checks that the
     checkpoint was loaded and returns the metrics the run wrote."""
-    log = run_command(['python', tool('test.py'), config, checkpoint, '--work-dir', work_dir,
-                       '--out', out, '--cfg-options', *options])
+    log = run_command(
+        [
+            'python',
+            tool('test.py'),
+            config,
+            checkpoint,
+            '--work-dir',
+            work_dir,
+            '--out',
+            out,
+            '--cfg-options',
+            *options,
+        ]
+    )
     assert f'Load checkpoint from {checkpoint}' in log
     return read_test_metrics(work_dir)

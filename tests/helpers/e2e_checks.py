@@ -1,17 +1,19 @@
 """Checks of what the end-to-end runs wrote (predictions, metrics), shared by the e2e,
 launch and external-config tests, and the ImageNet config's tiny-run options."""
+
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from helpers.commands import REPO_ROOT
-from helpers.options import TINY_ARCH, arch_options, cfg_options
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from spanet_mm.datasets.synthetic import COCO_CATEGORY_IDS
+
+from helpers.commands import REPO_ROOT
+from helpers.options import TINY_ARCH, arch_options, cfg_options
 
 # ADE20K's 150 classes are label ids 1-150; 0 ("other") is ignored (reduce_zero_label).
 NUM_CLASSES = 150
@@ -51,12 +53,16 @@ def coco_map(predictions, ann_file, iou_type):
     results = []
     for p in predictions:
         pred = p['pred_instances']
-        for i, (box, score, label) in enumerate(zip(pred['bboxes'].tolist(),
-                                                    pred['scores'].tolist(),
-                                                    pred['labels'].tolist())):
+        for i, (box, score, label) in enumerate(
+            zip(pred['bboxes'].tolist(), pred['scores'].tolist(), pred['labels'].tolist())
+        ):
             x1, y1, x2, y2 = box
-            result = dict(image_id=p['img_id'], category_id=COCO_CATEGORY_IDS[label],
-                          score=score, bbox=[x1, y1, x2 - x1, y2 - y1])
+            result = dict(
+                image_id=p['img_id'],
+                category_id=COCO_CATEGORY_IDS[label],
+                score=score,
+                bbox=[x1, y1, x2 - x1, y2 - y1],
+            )
             if iou_type == 'segm':
                 result['segmentation'] = pred['masks'][i]
             results.append(result)
@@ -70,8 +76,10 @@ def coco_map(predictions, ann_file, iou_type):
 
 def label_maps(directory):
     """The label PNGs of ``directory``, by file stem."""
-    return {path.stem: cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int64)
-            for path in sorted(Path(directory).glob('*.png'))}
+    return {
+        path.stem: cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        for path in sorted(Path(directory).glob('*.png'))
+    }
 
 
 def seg_scores(predictions, labels):
@@ -106,11 +114,18 @@ def image_blind_scores(train_labels, val_labels):
 
 def tiny_options(imagenet_options, batch_size, epochs=IMAGENET_EPOCHS):
     """The config on the generated data with the tiny arch, for ``epochs`` epochs."""
-    return imagenet_options + arch_options() + cfg_options(
-        model__backbone__init_cfg=None,
-        train_cfg__max_epochs=epochs, train_dataloader__batch_size=batch_size,
-        val_dataloader__batch_size=batch_size, test_dataloader__batch_size=batch_size,
-        model__head__in_channels=TINY_ARCH['embed_dims'][-1])
+    return (
+        imagenet_options
+        + arch_options()
+        + cfg_options(
+            model__backbone__init_cfg=None,
+            train_cfg__max_epochs=epochs,
+            train_dataloader__batch_size=batch_size,
+            val_dataloader__batch_size=batch_size,
+            test_dataloader__batch_size=batch_size,
+            model__head__in_channels=TINY_ARCH['embed_dims'][-1],
+        )
+    )
 
 
 def check_classification(predictions, val_ann, metrics):
@@ -124,7 +139,7 @@ def check_classification(predictions, val_ann, metrics):
     top1 = top5 = 0
     for p in predictions:
         scores, label = p['pred_score'], int(p['gt_label'][0])
-        assert scores.shape == (1000, ) and int(p['pred_label'][0]) == int(scores.argmax())
+        assert scores.shape == (1000,) and int(p['pred_label'][0]) == int(scores.argmax())
         top1 += int(scores.argmax()) == label
         top5 += label in scores.topk(5).indices.tolist()
     assert metrics['accuracy/top1'] == pytest.approx(100 * top1 / len(predictions))

@@ -1,5 +1,6 @@
-"""Inference with weights converted to bfloat16 once (the README's CPU inference tip),
+"""Inference with weights converted to bfloat16 once (the CPU inference tip of docs/deployment.md),
 checked the same way for both generations."""
+
 import torch
 
 

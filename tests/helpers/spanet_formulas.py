@@ -1,5 +1,6 @@
 """SPANet (v1) written independently of spanet_mm: the paper's filter and the release's
 checkpoint layout, the yardsticks of the exactness and checkpoint tests."""
+
 import math
 import re
 
@@ -25,7 +26,7 @@ def to_release_layout(state_dict, spf_masks=True, feature_size=56):
             rest = rest.replace('token_mixer.context_convs.', 'token_mixer.pws.')
             new = f'network.{2 * int(m[1])}.{m[2]}.{rest}'
             if spf_masks and rest == 'token_mixer.proj_in.weight':
-                size = feature_size // 2**int(m[1])
+                size = feature_size // 2 ** int(m[1])
                 for i in range(3):
                     prefix = f'network.{2 * int(m[1])}.{m[2]}.token_mixer.sps.{i}.filter'
                     out[prefix] = torch.rand(1, size, size)

@@ -1,9 +1,10 @@
-"""SPANetV2's ExSPAM written from the spec (shared/notes/spanetv2_spec.md), independently of
+"""SPANetV2's ExSPAM written from the paper's and the authors' description, independently of
 spanet_mm: per-head rFFT, the learned gain resized by an explicit bicubic (Keys, a = -0.75,
 ``align_corners=True``) interpolation, interleaving channel by channel, all in float64.
 
-It is the yardstick of tests/test_exspam.py; nothing here imports spanet_mm.
+It is the yardstick of tests/test_models/test_exspam.py; nothing here imports spanet_mm.
 """
+
 import math
 
 import torch
@@ -63,11 +64,17 @@ def exspam_formula(x, params, heads=4):
     interleaved = torch.empty(batch, channels, height, width, dtype=torch.float64)
     for i in range(heads):
         k = 3 + 2 * i
-        y = F.conv2d(ctx[:, i * hs:(i + 1) * hs], p[f'local_conv_{i + 1}.weight'],
-                     p[f'local_conv_{i + 1}.bias'], padding=k // 2, groups=hs)
+        y = F.conv2d(
+            ctx[:, i * hs : (i + 1) * hs],
+            p[f'local_conv_{i + 1}.weight'],
+            p[f'local_conv_{i + 1}.bias'],
+            padding=k // 2,
+            groups=hs,
+        )
         gain = torch.sigmoid(resize_gain(p[f'filter_{i + 1}'], height, width // 2 + 1))
-        z = torch.fft.irfft2(torch.fft.rfft2(y, norm='ortho') * gain, s=(height, width),
-                             norm='ortho')
+        z = torch.fft.irfft2(
+            torch.fft.rfft2(y, norm='ortho') * gain, s=(height, width), norm='ortho'
+        )
         for j in range(hs):
             interleaved[:, j * heads + i] = z[:, j]
     hidden = F.conv2d(interleaved, p['proj.0.weight'], groups=hs)
@@ -80,7 +87,10 @@ def to_release_classifier(backbone_state, head_state, num_stages=4):
     """A release-layout classifier checkpoint from a dense backbone's tensors (keys already
     the release's) plus a classifier ``norm`` and ``head``: the dense output norms
     ``norm{i}`` are left out, as the release has none."""
-    out = {k: v for k, v in backbone_state.items()
-           if not any(k.startswith(f'norm{i}.') for i in range(num_stages))}
+    out = {
+        k: v
+        for k, v in backbone_state.items()
+        if not any(k.startswith(f'norm{i}.') for i in range(num_stages))
+    }
     out.update(head_state)
     return out

@@ -33,8 +33,9 @@ Examples::
     python tools/analysis/benchmark.py --config configs/mmdet/retinanet_spanet_s_1x.py \\
         --models config reference:s --sizes 800x1216
 
-Method, calibration and the columns: see spanet_mm/analysis/benchmark.py.
+Method, calibration and the columns: see spanet_tools/analysis/benchmark.py.
 """
+
 import argparse
 import json
 import os.path as osp
@@ -44,52 +45,90 @@ from typing import List, Optional
 # Let `python tools/analysis/benchmark.py` work from a checkout that is not pip-installed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from spanet_mm.analysis.benchmark import (AUTOCAST_REGIONS, CALIBRATION_SIZE,  # noqa: E402
-                                          DEFAULT_MODELS, check_settings, format_report,
-                                          run_benchmark)
-from spanet_mm.catalogue import describe  # noqa: E402
 from spanet_mm.engine.cli import size_arg  # noqa: E402
+from spanet_tools.analysis.benchmark import (  # noqa: E402
+    AUTOCAST_REGIONS,
+    CALIBRATION_SIZE,
+    DEFAULT_MODELS,
+    check_settings,
+    format_report,
+    run_benchmark,
+)
+from spanet_tools.catalogue import describe  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS), metavar='NAME',
-                        help='contenders, FAMILY:ARCH or "config" (default: %(default)s), '
-                        'each optionally with a variant suffix, forward only: @amp-weights '
-                        '(weights stored in the autocast dtype; --amp), @cuda-graph (the '
-                        'forward replayed from a CUDA graph; --device cuda) or @compiled '
-                        '(torch.compile with frozen weights, compiled before the timing); '
-                        f'known: {describe()}')
-    parser.add_argument('--config', help='config whose model.backbone is the contender '
-                        '"config" (added to --models if not listed)')
-    parser.add_argument('--sizes', nargs='+', type=size_arg, default=[(224, 224)],
-                        help='input sizes, e.g. 224 512 800x1216 (default 224)')
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        default=list(DEFAULT_MODELS),
+        metavar='NAME',
+        help='contenders, FAMILY:ARCH or "config" (default: %(default)s), '
+        'each optionally with a variant suffix, forward only: @amp-weights '
+        '(weights stored in the autocast dtype; --amp), @cuda-graph (the '
+        'forward replayed from a CUDA graph; --device cuda) or @compiled '
+        '(torch.compile with frozen weights, compiled before the timing); '
+        f'known: {describe()}',
+    )
+    parser.add_argument(
+        '--config',
+        help='config whose model.backbone is the contender '
+        '"config" (added to --models if not listed)',
+    )
+    parser.add_argument(
+        '--sizes',
+        nargs='+',
+        type=size_arg,
+        default=[(224, 224)],
+        help='input sizes, e.g. 224 512 800x1216 (default 224)',
+    )
     parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1])
-    parser.add_argument('--mode', nargs='+', choices=['forward', 'train'],
-                        default=['forward'], help='forward (no autograd) and/or train step')
+    parser.add_argument(
+        '--mode',
+        nargs='+',
+        choices=['forward', 'train'],
+        default=['forward'],
+        help='forward (no autograd) and/or train step',
+    )
     parser.add_argument('--rounds', type=int, default=10, help='timed rounds (default 10)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed rounds (default 2)')
-    parser.add_argument('--threads', type=int, default=2,
-                        help='torch.set_num_threads (default 2)')
+    parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (default 2)')
     parser.add_argument('--device', default='cpu', help='cpu (default) or cuda[:N]')
-    parser.add_argument('--amp', action='store_true',
-                        help='autocast: bfloat16 on CPU, float16 on CUDA')
-    parser.add_argument('--autocast-region', choices=AUTOCAST_REGIONS, default='call',
-                        help='with --amp, where the autocast region opens: around each call '
-                        '(default, as MMEngine\'s loops do) or once around all the timed calls '
-                        'of a setting (forward only, as a loop inside one `with '
-                        'torch.autocast(...)` runs; autocast then converts the weights of '
-                        'nn.Linear and nn.Conv2d once per region, not per call)')
-    parser.add_argument('--memory', action='store_true',
-                        help='also measure peak memory: on CPU each case in a fresh process '
-                        '(peak RSS growth), on CUDA the allocator\'s peak during one call')
-    parser.add_argument('--calibration-size', type=int, default=CALIBRATION_SIZE,
-                        help='side of the calibration GEMM (default %(default)s)')
-    parser.add_argument('--allocator-as-found', action='store_true',
-                        help='leave glibc\'s allocator as the process has it instead of fixing '
-                        'its mmap threshold (then page faults per call vary between runs)')
-    parser.add_argument('--json', help='write all results (and each round\'s time) here')
+    parser.add_argument(
+        '--amp', action='store_true', help='autocast: bfloat16 on CPU, float16 on CUDA'
+    )
+    parser.add_argument(
+        '--autocast-region',
+        choices=AUTOCAST_REGIONS,
+        default='call',
+        help='with --amp, where the autocast region opens: around each call '
+        "(default, as MMEngine's loops do) or once around all the timed calls "
+        'of a setting (forward only, as a loop inside one `with '
+        'torch.autocast(...)` runs; autocast then converts the weights of '
+        'nn.Linear and nn.Conv2d once per region, not per call)',
+    )
+    parser.add_argument(
+        '--memory',
+        action='store_true',
+        help='also measure peak memory: on CPU each case in a fresh process '
+        "(peak RSS growth), on CUDA the allocator's peak during one call",
+    )
+    parser.add_argument(
+        '--calibration-size',
+        type=int,
+        default=CALIBRATION_SIZE,
+        help='side of the calibration GEMM (default %(default)s)',
+    )
+    parser.add_argument(
+        '--allocator-as-found',
+        action='store_true',
+        help="leave glibc's allocator as the process has it instead of fixing "
+        'its mmap threshold (then page faults per call vary between runs)',
+    )
+    parser.add_argument('--json', help="write all results (and each round's time) here")
     args = parser.parse_args(argv)
     if args.config and 'config' not in args.models:
         args.models.append('config')
@@ -105,10 +144,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     report = run_benchmark(
-        args.models, args.device, args.config, sizes=args.sizes, batch_sizes=args.batch_sizes,
-        modes=args.mode, rounds=args.rounds, warmup=args.warmup, amp=args.amp,
-        autocast_region=args.autocast_region, memory=args.memory, threads=args.threads,
-        calibration_size=args.calibration_size, steady=not args.allocator_as_found)
+        args.models,
+        args.device,
+        args.config,
+        sizes=args.sizes,
+        batch_sizes=args.batch_sizes,
+        modes=args.mode,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        amp=args.amp,
+        autocast_region=args.autocast_region,
+        memory=args.memory,
+        threads=args.threads,
+        calibration_size=args.calibration_size,
+        steady=not args.allocator_as_found,
+    )
     print(format_report(report))
     if args.json:
         with open(args.json, 'w') as f:

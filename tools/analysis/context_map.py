@@ -17,6 +17,7 @@ reduced over channels (--reduce: norm, the root mean square, by default; mean; a
 upsampled to the image's size, scaled to [0, 1] per panel and overlaid on the image. Without
 --checkpoint the weights are random (a sanity check of the tool, not of the model).
 """
+
 import argparse
 import os.path as osp
 import sys
@@ -27,32 +28,51 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from spanet_mm.analysis.context import REDUCTIONS, context_map_figure  # noqa: E402
-from spanet_mm.catalogue import build_backbone  # noqa: E402
-from spanet_mm.images import image_paths, read_rgb  # noqa: E402
+from spanet_tools.analysis.context import REDUCTIONS, context_map_figure  # noqa: E402
+from spanet_tools.catalogue import build_backbone  # noqa: E402
+from spanet_tools.images import image_paths, read_rgb  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Context maps of a SPAM (SPANet) or ExSPAM '
-                                     '(SPANetV2) layer overlaid on images.')
-    parser.add_argument('--model', default='spanet:s', metavar='FAMILY:ARCH',
-                        help='spanet:ARCH (s, m, mx, b, bx) or spanetv2:ARCH (s18_pure, ...); '
-                        'default spanet:s')
+    parser = argparse.ArgumentParser(
+        description='Context maps of a SPAM (SPANet) or ExSPAM (SPANetV2) layer overlaid on images.'
+    )
+    parser.add_argument(
+        '--model',
+        default='spanet:s',
+        metavar='FAMILY:ARCH',
+        help='spanet:ARCH (s, m, mx, b, bx) or spanetv2:ARCH (s18_pure, ...); default spanet:s',
+    )
     parser.add_argument('--checkpoint', help='weights (release or spanet_mm layout)')
-    parser.add_argument('--images', help='folder of photographs (or one image); default: '
-                        'the colour photographs scikit-image ships')
+    parser.add_argument(
+        '--images',
+        help='folder of photographs (or one image); default: '
+        'the colour photographs scikit-image ships',
+    )
     parser.add_argument('--stage', type=int, default=-1, help='stage index (default: last)')
-    parser.add_argument('--block', type=int, default=-1,
-                        help='block index within the stage (default: last)')
-    parser.add_argument('--reduce', default='norm', choices=sorted(REDUCTIONS),
-                        help='channel reduction of each map (default: norm, the RMS)')
-    parser.add_argument('--size', type=int, default=224,
-                        help='the shorter image side the model sees (aspect ratio kept)')
+    parser.add_argument(
+        '--block', type=int, default=-1, help='block index within the stage (default: last)'
+    )
+    parser.add_argument(
+        '--reduce',
+        default='norm',
+        choices=sorted(REDUCTIONS),
+        help='channel reduction of each map (default: norm, the RMS)',
+    )
+    parser.add_argument(
+        '--size',
+        type=int,
+        default=224,
+        help='the shorter image side the model sees (aspect ratio kept)',
+    )
     parser.add_argument('--alpha', type=float, default=0.5, help='opacity of the overlay')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the random initialisation (without --checkpoint)')
-    parser.add_argument('--out', default='work_dirs/context_map/context_map.png',
-                        help='output PNG')
+    parser.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='seed of the random initialisation (without --checkpoint)',
+    )
+    parser.add_argument('--out', default='work_dirs/context_map/context_map.png', help='output PNG')
     # Renamed: the catalogue's names (spanet:s, spanetv2:s18_pure, ...) replace arch names.
     parser.add_argument('--arch', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -70,8 +90,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     images = [read_rgb(p) for p in image_paths(args.images)]
     label = f'{args.model} ({args.checkpoint or "random weights"})'
     try:
-        context_map_figure(model, images, args.out, args.size, args.stage, args.block,
-                           args.reduce, args.alpha, label)
+        context_map_figure(
+            model,
+            images,
+            args.out,
+            args.size,
+            args.stage,
+            args.block,
+            args.reduce,
+            args.alpha,
+            label,
+        )
     except (TypeError, IndexError) as error:  # a layer without a spectral mixer, or none
         sys.exit(f'context_map.py: {error}')
     print(f'{len(images)} images -> {args.out}')

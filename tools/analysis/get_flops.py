@@ -12,9 +12,10 @@ Examples::
     # a bare backbone (all four outputs), any catalogued one
     python tools/analysis/get_flops.py --model spanet:m --backbone-only --shape 512 512
 
-How things are counted is explained in spanet_mm/analysis/flops.py and printed with the
+How things are counted is explained in spanet_tools/analysis/flops.py and printed with the
 result.
 """
+
 import argparse
 import json
 import os.path as osp
@@ -27,29 +28,49 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from spanet_mm.analysis.flops import (format_measurement, measure,  # noqa: E402
-                                      measurement_json)
+from spanet_tools.analysis.flops import format_measurement, measure, measurement_json  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Parameters and FLOPs (MACs, as fvcore counts them) of a config or a '
-        'catalogued model; the spectral filters\' FFTs are counted separately.')
+        "catalogued model; the spectral filters' FFTs are counted separately."
+    )
     parser.add_argument('config', nargs='?', help='config file of any of the three codebases')
-    parser.add_argument('--model', metavar='FAMILY:ARCH',
-                        help='instead of a config: the ImageNet classifier of spanet:ARCH or '
-                        'spanetv2:ARCH (e.g. spanet:s, spanetv2:s18_pure)')
-    parser.add_argument('--backbone-only', action='store_true',
-                        help='with --model: count the bare backbone (all four outputs); any '
-                        'catalogued backbone (convnext:tiny, reference:s, ...)')
-    parser.add_argument('--shape', type=int, nargs='+', metavar='SIZE',
-                        help='input height and width (one value: square); default 224 224 '
-                        'for classifiers, 800 1280 for detectors, 512 512 for segmentors')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config settings, e.g. model.backbone.arch=m')
-    parser.add_argument('--depth', type=int, default=0,
-                        help='also print fvcore\'s per-module table down to this depth '
-                        '(its numbers include the spectral parts as implemented)')
+    parser.add_argument(
+        '--model',
+        metavar='FAMILY:ARCH',
+        help='instead of a config: the ImageNet classifier of spanet:ARCH or '
+        'spanetv2:ARCH (e.g. spanet:s, spanetv2:s18_pure)',
+    )
+    parser.add_argument(
+        '--backbone-only',
+        action='store_true',
+        help='with --model: count the bare backbone (all four outputs); any '
+        'catalogued backbone (convnext:tiny, reference:s, ...)',
+    )
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs='+',
+        metavar='SIZE',
+        help='input height and width (one value: square); default 224 224 '
+        'for classifiers, 800 1280 for detectors, 512 512 for segmentors',
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
+        help='override config settings, e.g. model.backbone.arch=m',
+    )
+    parser.add_argument(
+        '--depth',
+        type=int,
+        default=0,
+        help="also print fvcore's per-module table down to this depth "
+        '(its numbers include the spectral parts as implemented)',
+    )
     parser.add_argument('--json', help='also write the numbers to this JSON file')
     # Renamed: the catalogue's names (spanet:s, spanetv2:s18_pure, ...) replace arch names.
     parser.add_argument('--arch', help=argparse.SUPPRESS)
@@ -72,13 +93,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     # MMEngine imports pkg_resources to find the codebases' shipped configs; its
     # deprecation notice is noise here.
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-    measured = measure(args.config, args.model, args.backbone_only, args.shape,
-                       args.cfg_options)
+    measured = measure(args.config, args.model, args.backbone_only, args.shape, args.cfg_options)
     print(format_measurement(measured))
     if args.depth > 0:
         from mmengine.analysis.print_helper import complexity_stats_table
-        print(complexity_stats_table(measured.result.analyzer, max_depth=args.depth,
-                                     show_param_shapes=False))
+
+        print(
+            complexity_stats_table(
+                measured.result.analyzer, max_depth=args.depth, show_param_shapes=False
+            )
+        )
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(measurement_json(measured), f, indent=2)

@@ -22,6 +22,7 @@ What is exported and how: see spanet_mm/deployment/onnx.py. --verify runs the fi
 onnxruntime (CPU) at --verify-shapes (by default two sizes other than the export size) and
 compares with PyTorch; the tool exits with status 1 if any output differs by more than --atol.
 """
+
 import argparse
 import os.path as osp
 import sys
@@ -36,26 +37,50 @@ from spanet_mm.engine.cli import size_arg  # noqa: E402
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('kind', choices=KINDS)
-    parser.add_argument('--model', default='spanet:s', metavar='FAMILY:ARCH',
-                        help='without --config: the catalogued model (default spanet:s; '
-                        'retinanet and classifier take spanet:ARCH or spanetv2:ARCH)')
-    parser.add_argument('--config', help='a config file: its model (or, for backbone, its '
-                        'model.backbone) is exported')
-    parser.add_argument('--checkpoint', help='weights to load (an MMEngine checkpoint of '
-                        'the whole model)')
-    parser.add_argument('--num-classes', type=int, default=1000,
-                        help='classifier without --config: number of classes')
+    parser.add_argument(
+        '--model',
+        default='spanet:s',
+        metavar='FAMILY:ARCH',
+        help='without --config: the catalogued model (default spanet:s; '
+        'retinanet and classifier take spanet:ARCH or spanetv2:ARCH)',
+    )
+    parser.add_argument(
+        '--config',
+        help='a config file: its model (or, for backbone, its model.backbone) is exported',
+    )
+    parser.add_argument(
+        '--checkpoint', help='weights to load (an MMEngine checkpoint of the whole model)'
+    )
+    parser.add_argument(
+        '--num-classes',
+        type=int,
+        default=1000,
+        help='classifier without --config: number of classes',
+    )
     parser.add_argument('--out', required=True, help='the .onnx file to write')
-    parser.add_argument('--shape', type=int, nargs=2, default=(224, 224),
-                        metavar=('H', 'W'), help='input size used for tracing')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=(224, 224),
+        metavar=('H', 'W'),
+        help='input size used for tracing',
+    )
     parser.add_argument('--opset', type=int, default=17)
-    parser.add_argument('--verify', action='store_true',
-                        help='compare onnxruntime with PyTorch at --verify-shapes')
-    parser.add_argument('--verify-shapes', nargs='+', type=size_arg, default=None,
-                        metavar='HxW',
-                        help='sizes to check (default: two sizes other than --shape)')
+    parser.add_argument(
+        '--verify', action='store_true', help='compare onnxruntime with PyTorch at --verify-shapes'
+    )
+    parser.add_argument(
+        '--verify-shapes',
+        nargs='+',
+        type=size_arg,
+        default=None,
+        metavar='HxW',
+        help='sizes to check (default: two sizes other than --shape)',
+    )
     parser.add_argument('--atol', type=float, default=1e-4)
     # Renamed: the catalogue's names (spanet:s, spanetv2:s18_pure, ...) replace arch names.
     parser.add_argument('--arch', help=argparse.SUPPRESS)
@@ -69,8 +94,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         passed = export_and_verify(
-            args.kind, args.out, args.model, args.config, args.checkpoint, args.num_classes,
-            args.shape, args.opset, args.verify, args.verify_shapes, args.atol)
+            args.kind,
+            args.out,
+            args.model,
+            args.config,
+            args.checkpoint,
+            args.num_classes,
+            args.shape,
+            args.opset,
+            args.verify,
+            args.verify_shapes,
+            args.atol,
+        )
     except NotImplementedError as error:  # a model the exporter cannot take (SPANetV2)
         sys.exit(f'export_onnx.py: {error}')
     return 0 if passed else 1
