@@ -27,6 +27,7 @@ import os.path as osp
 import pickle
 import re
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -363,24 +364,7 @@ def load_pretrained(
     for reason, keys in released.items():
         dropped.setdefault(reason, []).extend(keys)
 
-    own = model.state_dict()
-    usable, mismatched, foreign = OrderedDict(), [], []
-    for key, value in state_dict.items():
-        if key not in own:
-            reason = _expected_extra(model, key)
-            if reason:
-                dropped.setdefault(reason, []).append(key)
-            else:
-                foreign.append(key)
-        elif value.shape != own[key].shape:
-            mismatched.append(key)
-        else:
-            usable[key] = value
-    expected_absent, missing = [], []
-    for key in own:
-        if key not in state_dict:
-            (expected_absent if re.match(r'norm\d+\.', key) else missing).append(key)
-
+    fit = _Fit.of(model, state_dict, dropped)
     file_class, file_arch = identify(raw, model)
     if file_class is not None and file_class != name:
         # Another generation: tensors that happen to share a name and shape (norms) would
@@ -396,12 +380,12 @@ def load_pretrained(
         if file_arch
         else _unnamed_layout(state_dict, name)
     )
-    if not usable:
+    if not fit.usable:
         raise CheckpointError(
             f'{name} ({model.arch_label}): {path} has no tensor this backbone can use; it '
             f'{looks_like} (first keys: {", ".join(list(raw)[:_EXAMPLES])})'
         )
-    problems = _fit_problems(foreign, missing, mismatched, state_dict, own)
+    problems = fit.problems(state_dict)
     if problems and not allow_partial:
         if file_arch and file_arch != model.arch_name:
             suggestion = (
@@ -420,121 +404,135 @@ def load_pretrained(
             f"init_cfg=dict(type='Pretrained', checkpoint={path!r}, allow_partial=True)."
         )
 
-    model.load_state_dict(usable, strict=False)
-    _log_load(
-        model,
-        path,
-        usable,
-        dropped,
-        foreign,
-        mismatched,
-        missing,
-        expected_absent,
-        file_class,
-        file_arch,
-        raw,
-        own,
-        logger,
-    )
+    model.load_state_dict(fit.usable, strict=False)
+    identity = f" (it looks like {file_class} arch '{file_arch}')" if file_arch else ''
+    fit.log(f'{name}: loaded {count_tensors(len(fit.usable))} from {path}{identity}', raw, logger)
 
 
-def _fit_problems(
-    foreign: List[str],
-    missing: List[str],
-    mismatched: List[str],
-    state_dict: StateDict,
-    own: StateDict,
-) -> List[str]:
-    problems = []
-    if foreign:
-        problems.append(
-            f'{count_tensors(len(foreign))} of the file not in this backbone: '
-            f'{group_keys(foreign, state_dict)}'
-        )
-    if missing:
-        problems.append(
-            f'{count_tensors(len(missing))} of this backbone not in the file: '
-            f'{group_keys(missing, own)}'
-        )
-    if mismatched:
-        shapes = '; '.join(
-            f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
-            for k in mismatched[:_EXAMPLES]
-        )
-        more = f'; and {len(mismatched) - _EXAMPLES} more' if len(mismatched) > _EXAMPLES else ''
-        problems.append(
-            f'{count_tensors(len(mismatched))} of another shape '
-            f'({group_keys(mismatched, own)}): {shapes}{more}'
-        )
-    return problems
+@dataclass
+class _Fit:
+    """How the tensors of a file fit a backbone.
 
+    Attributes:
+        own: the backbone's state_dict.
+        usable: the tensors that load.
+        dropped: ``{reason: keys}`` left out by design.
+        foreign: keys of the file the backbone lacks (another arch).
+        mismatched: keys of another shape.
+        missing: keys of the backbone the file lacks.
+        expected_absent: output norms the file has none for (a classification file).
+    """
 
-def _log_load(
-    model,
-    path,
-    usable,
-    dropped,
-    foreign,
-    mismatched,
-    missing,
-    expected_absent,
-    file_class,
-    file_arch,
-    raw,
-    own,
-    logger,
-) -> None:
-    """One summary line (INFO, or WARNING for a partial load) and the key lists at DEBUG."""
-    name = type(model).__name__
-    initial = missing + mismatched + expected_absent
-    summary = [
-        f'{name}: loaded {count_tensors(len(usable))} from {path}'
-        + (f" (it looks like {file_class} arch '{file_arch}')" if file_arch else '')
-    ]
-    if dropped:
-        summary.append(
-            'dropped '
-            + '; '.join(
-                f'{len(keys)} {reason}: {group_keys(keys, raw)}' for reason, keys in dropped.items()
+    own: StateDict
+    usable: StateDict = field(default_factory=OrderedDict)
+    dropped: Dict[str, List[str]] = field(default_factory=dict)
+    foreign: List[str] = field(default_factory=list)
+    mismatched: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    expected_absent: List[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, model: nn.Module, state_dict: StateDict, dropped: Dict[str, List[str]]) -> '_Fit':
+        fit = cls(model.state_dict(), dropped=dropped)
+        for key, value in state_dict.items():
+            if key not in fit.own:
+                reason = _expected_extra(model, key)
+                if reason:
+                    fit.dropped.setdefault(reason, []).append(key)
+                else:
+                    fit.foreign.append(key)
+            elif value.shape != fit.own[key].shape:
+                fit.mismatched.append(key)
+            else:
+                fit.usable[key] = value
+        for key in fit.own:
+            if key not in state_dict:
+                absent = fit.expected_absent if re.match(r'norm\d+\.', key) else fit.missing
+                absent.append(key)
+        return fit
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.foreign or self.missing or self.mismatched)
+
+    def problems(self, state_dict: StateDict) -> List[str]:
+        """What keeps the file from fitting, one line per kind."""
+        problems = []
+        if self.foreign:
+            problems.append(
+                f'{count_tensors(len(self.foreign))} of the file not in this backbone: '
+                f'{group_keys(self.foreign, state_dict)}'
             )
-        )
-    if foreign:
-        summary.append(
-            f'dropped {count_tensors(len(foreign))} this backbone lacks '
-            f'(allow_partial): {group_keys(foreign, raw)}'
-        )
-    if mismatched:
-        summary.append(
-            f'skipped {count_tensors(len(mismatched))} of another shape '
-            f'(allow_partial): {group_keys(mismatched, own)}'
-        )
-    if initial:
-        why = []
-        if expected_absent:
-            why.append(
-                'the file has no norm for these outputs, as expected of a '
-                'classification checkpoint, which normalises only its last stage'
+        if self.missing:
+            problems.append(
+                f'{count_tensors(len(self.missing))} of this backbone not in the file: '
+                f'{group_keys(self.missing, self.own)}'
             )
-        if missing or mismatched:
-            why.append('allow_partial=True')
-        summary.append(f'{group_keys(initial, own)} kept their initial values ({"; ".join(why)})')
-    else:
-        summary.append('every tensor of the backbone was loaded')
-    partial = bool(foreign or missing or mismatched)
-    print_log('; '.join(summary), logger=logger, level=logging.WARNING if partial else logging.INFO)
-    for what, keys in (
-        ('loaded', list(usable)),
-        ('dropped', [f'{k} ({reason})' for reason, ks in dropped.items() for k in ks]),
-        ('not in this backbone (allow_partial)', foreign),
-        ('of another shape (allow_partial)', mismatched),
-        ('kept their initial values', initial),
-    ):
-        if keys:
-            print_log(
-                f'{name} checkpoint keys {what}: {", ".join(keys)}',
-                logger=logger,
-                level=logging.DEBUG,
+        if self.mismatched:
+            shapes = '; '.join(
+                f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(self.own[k].shape)}'
+                for k in self.mismatched[:_EXAMPLES]
             )
+            more = len(self.mismatched) - _EXAMPLES
+            problems.append(
+                f'{count_tensors(len(self.mismatched))} of another shape '
+                f'({group_keys(self.mismatched, self.own)}): {shapes}'
+                + (f'; and {more} more' if more > 0 else '')
+            )
+        return problems
+
+    def log(self, headline: str, raw: StateDict, logger: MMLogger) -> None:
+        """One summary line (INFO, or WARNING for a partial load), the key lists at DEBUG."""
+        initial = self.missing + self.mismatched + self.expected_absent
+        summary = [headline]
+        if self.dropped:
+            summary.append(
+                'dropped '
+                + '; '.join(
+                    f'{len(keys)} {reason}: {group_keys(keys, raw)}'
+                    for reason, keys in self.dropped.items()
+                )
+            )
+        if self.foreign:
+            summary.append(
+                f'dropped {count_tensors(len(self.foreign))} this backbone lacks '
+                f'(allow_partial): {group_keys(self.foreign, raw)}'
+            )
+        if self.mismatched:
+            summary.append(
+                f'skipped {count_tensors(len(self.mismatched))} of another shape '
+                f'(allow_partial): {group_keys(self.mismatched, self.own)}'
+            )
+        if initial:
+            why = []
+            if self.expected_absent:
+                why.append(
+                    'the file has no norm for these outputs, as expected of a '
+                    'classification checkpoint, which normalises only its last stage'
+                )
+            if self.missing or self.mismatched:
+                why.append('allow_partial=True')
+            summary.append(
+                f'{group_keys(initial, self.own)} kept their initial values ({"; ".join(why)})'
+            )
+        else:
+            summary.append('every tensor of the backbone was loaded')
+        level = logging.WARNING if self.partial else logging.INFO
+        print_log('; '.join(summary), logger=logger, level=level)
+        name = headline.split(':')[0]
+        for what, keys in (
+            ('loaded', list(self.usable)),
+            ('dropped', [f'{k} ({reason})' for reason, ks in self.dropped.items() for k in ks]),
+            ('not in this backbone (allow_partial)', self.foreign),
+            ('of another shape (allow_partial)', self.mismatched),
+            ('kept their initial values', initial),
+        ):
+            if keys:
+                print_log(
+                    f'{name} checkpoint keys {what}: {", ".join(keys)}',
+                    logger=logger,
+                    level=logging.DEBUG,
+                )
 
 
 def _expected_extra(model: nn.Module, key: str) -> Optional[str]:

@@ -1,8 +1,9 @@
 """The installed package itself: what it imports and how (no cycles, imports inside functions
-only for heavy optional dependencies, each with its reason), what a wheel of it holds, and no
-file of the repository citing one outside it."""
+only for heavy optional dependencies, each with its reason), what a wheel of it holds, old
+module names that say where they went, and no file of the repository citing one outside it."""
 
 import ast
+import importlib
 import shutil
 import subprocess
 import sys
@@ -166,3 +167,23 @@ def test_wheel_holds_the_package_and_its_configs_only(tmp_path):
     assert 'Provides-Extra: deploy' in metadata and 'Provides-Extra: tests' in metadata
     requires = [line for line in metadata.splitlines() if line.startswith('Requires-Dist')]
     assert not any('pytest' in line and 'extra ==' not in line for line in requires), requires
+
+
+@pytest.mark.parametrize(
+    'imported, old, new',
+    [
+        # A submodule's import fails at its moved package, which the error names.
+        ('spanet_mm.analysis.benchmark', 'spanet_mm.analysis', 'spanet_tools.analysis'),
+        ('spanet_mm.reference', 'spanet_mm.reference', 'spanet_tools.reference'),
+        ('spanet_mm.catalogue', 'spanet_mm.catalogue', 'spanet_tools.catalogue'),
+    ],
+)
+def test_moved_modules_name_their_new_home(imported, old, new):
+    with pytest.raises(ModuleNotFoundError, match=f'{old} is no longer part of .* it is {new},'):
+        importlib.import_module(imported)
+    importlib.import_module(new)
+
+
+def test_modules_that_never_existed_fail_as_usual():
+    with pytest.raises(ModuleNotFoundError, match="No module named 'spanet_mm.nothing'"):
+        importlib.import_module('spanet_mm.nothing')

@@ -9,7 +9,9 @@ whose meaning differs per codebase (``--out``, ``--show-dir``) follow that codeb
 :func:`size_arg` parses image sizes for the analysis and deployment tools.
 
 Training writes checkpoints atomically, and ``--resume`` without a value skips checkpoints
-that were cut short (:mod:`.checkpoint_files`).
+that were cut short (:mod:`.checkpoint_files`). A config's ``compile`` (``--cfg-options
+compile=True``) compiles the training step as MMEngine does, with the parameter update left
+eager, and the test step too (:mod:`.compile`).
 """
 
 import argparse
@@ -33,6 +35,7 @@ from .checkpoint_files import (
     find_resume_checkpoint,
     use_atomic_checkpoints,
 )
+from .compile import EagerParameterUpdateHook, compile_options, compile_test_step
 from .cpu_distributed import needs_cpu_distributed, setup_cpu_distributed
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -304,7 +307,11 @@ def train(argv: Optional[List[str]] = None) -> None:
     args = parse_args(train_parser(), argv)
     cfg = load_config(args)
     register_codebase(codebase_of(cfg))
-    build_runner(apply_train_args(cfg, args)).train()
+    runner = build_runner(apply_train_args(cfg, args))
+    if compile_options(cfg) is not None:
+        # (MMEngine compiles train_step itself, in Runner.train)
+        runner.register_hook(EagerParameterUpdateHook())
+    runner.train()
     release_process_group(cfg)
 
 
@@ -316,6 +323,9 @@ def test(argv: Optional[List[str]] = None) -> dict:
     register_codebase(scope)
     runner = build_runner(apply_test_args(cfg, args, scope))
     add_result_dumper(runner, args.out, scope)
+    options = compile_options(cfg)
+    if options is not None:
+        compile_test_step(runner.model, options)
     metrics = runner.test()
     release_process_group(cfg)
     return metrics

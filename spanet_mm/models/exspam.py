@@ -26,9 +26,21 @@ How it is computed here (the same function as the authors' per-head loop):
   it was built from: the cache keeps a copy of them and compares it with the parameters on
   every call, because writes through ``param.data`` (MMEngine's EMA, weight swapping,
   ``load_state_dict``) change the values without telling autograd's version counters.
+
+Export: ONNX has no DFT op that the runtimes run correctly at every size (docs/deployment.md),
+so while a model is exported to ONNX (``torch.onnx.is_in_onnx_export()``, both of torch's
+exporters) the filter is computed as exact real matrix products instead
+(:func:`spanet_mm.models.real_dft.filter_spectrum`), and :func:`real_products` asks for the
+same anywhere else (another exporter, or eager runs that check it). While exporting, the
+gain is resized inside the graph and the heads' depth-wise convs run as four convs whose
+results are stacked: no branch on the feature size, which stays symbolic. The gain's bicubic
+resize is recorded as two products with interpolation matrices built in the graph
+(:func:`~spanet_mm.models.real_dft.resize_bicubic`), the same values as ``F.interpolate``.
 """
 
-from typing import List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import ContextManager, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +49,40 @@ from torch import Tensor, nn
 from .cache import LRUCache
 from .linear import pointwise_linear
 from .norm import OneGroupNorm
+from .real_dft import filter_spectrum, resize_bicubic
+
+# Set by real_products(): compute the spectral filter as real products outside ONNX export.
+_REAL_PRODUCTS: ContextVar[bool] = ContextVar('exspam_real_products', default=False)
+
+
+@contextmanager
+def real_products(enabled: bool = True) -> Iterator[None]:
+    """Compute ExSPAM's spectral filter as exact real matrix products (no ``torch.fft``,
+    no complex tensor) while the context is open, as ONNX export always does.
+
+    For exporters other than ``torch.onnx`` (``torch.export`` for a runtime without FFT ops,
+    ``openvino.convert_model``) and for checking the products in eager mode. The result is
+    the same function to float32 rounding; the FFT is faster in PyTorch.
+
+    Args:
+        enabled (bool): Whether to use the products. Defaults to True.
+    """
+    token = _REAL_PRODUCTS.set(enabled)
+    try:
+        yield
+    finally:
+        _REAL_PRODUCTS.reset(token)
+
+
+def uses_real_products() -> bool:
+    """Whether ExSPAM computes its filter as real products now: inside :func:`real_products`
+    or while exporting to ONNX."""
+    if torch.onnx.is_in_onnx_export():
+        return True
+    # TorchDynamo cannot trace a ContextVar read: a compiled model keeps the FFT path.
+    if torch.compiler.is_compiling():
+        return False
+    return _REAL_PRODUCTS.get()
 
 
 def resize_filter(weight: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -45,19 +91,39 @@ def resize_filter(weight: Tensor, size: Tuple[int, int]) -> Tensor:
 
     While tracing, the resize is always recorded (to the same size it is the identity:
     the bicubic weights are exactly 0, 1, 0, 0), so that a traced or exported model also
-    resizes at other sizes."""
-    if tuple(weight.shape[-2:]) == tuple(size) and not _tracing():
+    resizes at other sizes. With the real products (ONNX export, :func:`real_products`) it
+    is computed as two products with interpolation matrices built from the size
+    (:func:`~spanet_mm.models.real_dft.resize_bicubic`): the same values, and no cubic
+    ``Resize`` op, which ONNX Runtime runs slowly."""
+    # _tracing() first: comparing symbolic sizes would add guards to an exported graph.
+    if not _tracing() and tuple(weight.shape[-2:]) == tuple(size):
         return weight
+    if uses_real_products():
+        return resize_bicubic(weight, size)
     return F.interpolate(weight[None], size=size, mode='bicubic', align_corners=True)[0]
 
 
-def _tracing() -> bool:
-    """Whether the forward pass is being traced or compiled (no Python-side caching then:
-    the check of the cache's validity is a data-dependent branch)."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
+def _without_autocast(device_type: str) -> ContextManager:
+    """A region without autocast; no region at all where autocast is off already (an
+    exporter records a region as a higher-order op, which costs it time to trace)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
+
+
+def _exporting() -> bool:
+    """Whether the forward pass is being recorded for export (``torch.jit.trace``, either
+    ONNX exporter, ``torch.export``): sizes may be symbolic, so no branch may depend on
+    them."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return True
-    compiler = getattr(torch, 'compiler', None)
-    return bool(compiler is not None and compiler.is_compiling())
+    return torch.compiler.is_exporting()
+
+
+def _tracing() -> bool:
+    """Whether the forward pass is being traced, exported or compiled (no Python-side
+    caching then: the check of the cache's validity is a data-dependent branch)."""
+    return _exporting() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 class ExSPAM(nn.Module):
@@ -172,7 +238,7 @@ class ExSPAM(nn.Module):
         )
 
     def _build_gain(self, filters: List[Tensor], height: int, width: int) -> Tensor:
-        with torch.autocast(filters[0].device.type, enabled=False):
+        with _without_autocast(filters[0].device.type):
             # (head_dims, heads, h, w) -> (C, h, w): the interleaved channel order.
             weight = torch.stack(filters, dim=1).flatten(0, 1).float()
             return torch.sigmoid(resize_filter(weight, (height, width // 2 + 1)))
@@ -193,6 +259,13 @@ class ExSPAM(nn.Module):
         of head ``i``."""
         batch, height, width, channels = context.shape
         context = context.permute(0, 3, 1, 2)  # NCHW view of channels-last data
+        if _exporting():
+            # One graph for every size: no branch on it, no writes into slices.
+            heads = [
+                conv(context[:, i * self.head_dims : (i + 1) * self.head_dims])
+                for i, conv in enumerate(self.local_convs)
+            ]
+            return torch.stack(heads, dim=2).reshape(batch, channels, height, width)
         if height * width < self.single_conv_max_area:
             # Small maps: per-call overhead dominates, so run the heads as one depth-wise
             # conv with their kernels zero-padded to the largest size (the padding adds
@@ -240,9 +313,14 @@ class ExSPAM(nn.Module):
     @staticmethod
     def modulate_spectrum(x: Tensor, gain: Tensor) -> Tensor:
         """``irfft2(rfft2(x) * gain)`` over the last two dims (orthonormal), computed in
-        float32 whatever the input dtype or autocast state; returns ``x``'s dtype."""
+        float32 whatever the input dtype or autocast state; returns ``x``'s dtype.
+
+        With the FFT, or as real products while exporting to ONNX or inside
+        :func:`real_products`."""
         height, width = x.shape[-2:]
-        with torch.autocast(x.device.type, enabled=False):
+        with _without_autocast(x.device.type):
+            if uses_real_products():
+                return filter_spectrum(x.float(), gain.float()).to(x.dtype)
             spectrum = torch.fft.rfft2(x.float(), norm='ortho')
             # Real-times-complex as a real product on the (re, im) view: multiplying by
             # the float gain directly would first copy it into a complex tensor.

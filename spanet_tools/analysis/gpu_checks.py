@@ -408,8 +408,9 @@ def make_coco_data(
     root: str, num_train: int = 128, num_val: int = 4, size: int = 800, reuse: bool = False
 ) -> bool:
     """Write the generated COCO-style shapes dataset
-    (:func:`spanet_mm.datasets.make_coco_shapes`, seed 0) into ``root``, and print what was
-    done.
+    (:func:`spanet_mm.datasets.make_coco_shapes`, seed 0, its shapes named as the first three
+    COCO categories, all 80 listed, as the RetinaNet configs' classes are) into ``root``, and
+    print what was done.
 
     Args:
         root (str): The dataset's directory.
@@ -417,7 +418,8 @@ def make_coco_data(
         num_val (int): Validation images. Default 4.
         size (int): Side of the square images. Default 800.
         reuse (bool): Keep the data already in ``root`` if its training annotations list
-            ``num_train`` images ``size`` pixels wide (a warm machine keeps its ``/tmp``).
+            ``num_train`` images ``size`` pixels wide and COCO's categories (a warm machine
+            keeps its ``/tmp``).
 
     Returns:
         bool: True if the data was generated, False if what was there was reused.
@@ -425,14 +427,18 @@ def make_coco_data(
     ann = osp.join(root, 'annotations', 'instances_train2017.json')
     if reuse and osp.exists(ann):
         with open(ann) as f:
-            images = json.load(f)['images']
-        if len(images) == num_train and images and images[0]['width'] == size:
+            data = json.load(f)
+        images = data['images']
+        coco_named = len(data.get('categories', [])) == 80
+        if len(images) == num_train and images and images[0]['width'] == size and coco_named:
             print(f'reusing {num_train} images of {size}x{size} in {root}')
             return False
     from spanet_mm.datasets.synthetic import make_coco_shapes
 
     t0 = time.perf_counter()
-    out = make_coco_shapes(root, num_train=num_train, num_val=num_val, image_size=size, seed=0)
+    out = make_coco_shapes(
+        root, num_train=num_train, num_val=num_val, image_size=size, seed=0, categories='coco'
+    )
     print(
         f'generated {num_train}+{num_val} images of {size}x{size} in '
         f'{out["data_root"]} ({time.perf_counter() - t0:.1f} s)'

@@ -32,15 +32,24 @@ def cfg_options(**options):
 
 def coco_data_options(coco_shapes):
     """``--cfg-options`` that point an MMDetection COCO config's loaders and evaluators at the
-    generated data of ``spanet_mm.datasets.make_coco_shapes``."""
+    generated data of ``spanet_mm.datasets.make_coco_shapes(..., categories='coco')``, whose
+    json names COCO's 80 categories as the config's classes do."""
+    # The shapes' own category names match none of an 80-class config's classes: its
+    # CocoDataset would find no annotations.
+    assert coco_shapes['categories'] == 'coco', (
+        "80-class COCO configs need make_coco_shapes(..., categories='coco'), "
+        f'got categories={coco_shapes["categories"]!r}'
+    )
     root = coco_shapes['data_root'].rstrip('/') + '/'
-    return cfg_options(**{
-        'train_dataloader__dataset__data_root': root,
-        'val_dataloader__dataset__data_root': root,
-        'test_dataloader__dataset__data_root': root,
-        'val_evaluator__ann_file': coco_shapes['val_ann'],
-        'test_evaluator__ann_file': coco_shapes['val_ann'],
-    })
+    return cfg_options(
+        **{
+            'train_dataloader__dataset__data_root': root,
+            'val_dataloader__dataset__data_root': root,
+            'test_dataloader__dataset__data_root': root,
+            'val_evaluator__ann_file': coco_shapes['val_ann'],
+            'test_evaluator__ann_file': coco_shapes['val_ann'],
+        }
+    )
 
 
 def write_classifier_config(path, arch, num_classes):

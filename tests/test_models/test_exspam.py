@@ -1,10 +1,12 @@
-"""ExSPAM (SPANetV2's spectral token mixer) against the spec's per-head formula, and its
-spectral-gain cache."""
+"""ExSPAM (SPANetV2's spectral token mixer) against the spec's per-head formula, its
+spectral-gain cache, and its export form (real products, no branch on the size)."""
+
+import warnings
 
 import pytest
 import torch
 
-from spanet_mm.models.exspam import ExSPAM
+from spanet_mm.models.exspam import ExSPAM, real_products, uses_real_products
 
 from helpers.spanetv2_formulas import exspam_formula
 
@@ -137,3 +139,55 @@ def test_autocast_runs_the_transform_in_float32():
         norm='ortho',
     )
     torch.testing.assert_close(filtered.float(), expected, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize('channels,stored,size', CASES)
+def test_real_products_match_spec_formula(channels, stored, size):
+    """The form ONNX export records: the filter as real products instead of torch.fft."""
+    mixer = _randomised(ExSPAM(channels, stored)).eval()
+    x = torch.randn(2, *size, channels)
+    with torch.no_grad():
+        fft = mixer(x)
+        with real_products():
+            ours = mixer(x)
+    torch.testing.assert_close(ours, fft, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        ours.double(), exspam_formula(x, mixer.state_dict()), atol=2e-5, rtol=1e-4
+    )
+
+
+def test_real_products_switch_is_scoped():
+    assert not uses_real_products()
+    with real_products():
+        assert uses_real_products()
+        with real_products(False):
+            assert not uses_real_products()
+        assert uses_real_products()
+    assert not uses_real_products()
+
+
+def test_real_products_under_autocast_stay_float32():
+    mixer = _randomised(ExSPAM(16, (14, 14))).eval()
+    y = torch.randn(1, 16, 19, 24, dtype=torch.bfloat16)
+    gain = mixer.spectral_gain(19, 24)
+    with torch.no_grad(), real_products(), torch.autocast('cpu', dtype=torch.bfloat16):
+        filtered = mixer.modulate_spectrum(y, gain)
+    assert filtered.dtype == torch.bfloat16
+    expected = torch.fft.irfft2(
+        torch.fft.rfft2(y.float(), norm='ortho') * gain, s=(19, 24), norm='ortho'
+    )
+    torch.testing.assert_close(filtered.float(), expected, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize('traced,other', [((6, 7), (40, 36)), ((40, 36), (5, 9))])
+def test_traced_mixer_serves_other_sizes(traced, other):
+    """A trace records no branch on the size: traced on a small map (where eager runs the
+    heads as one conv) it serves a large one (four convs in eager), and the other way round;
+    traced at the stored filter size it still resizes the filters at other sizes."""
+    mixer = _randomised(ExSPAM(8, (6, 7))).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the tracer's notes on Python-side shape reads
+        trace = torch.jit.trace(mixer, torch.randn(2, *traced, 8))
+        for size in (traced, other):
+            x = torch.randn(1, *size, 8)
+            torch.testing.assert_close(trace(x), mixer(x), atol=2e-6, rtol=1e-5)

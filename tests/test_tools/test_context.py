@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from skimage import io
 
 from spanet_mm import SPANet
 from spanet_mm.models.exspam import ExSPAM
@@ -16,34 +15,7 @@ from spanet_tools.analysis.context import (
 from spanet_tools.catalogue import build_backbone
 from spanet_tools.images import read_rgb, to_model_input
 
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-def assert_png(path, min_side=50):
-    with open(path, 'rb') as f:
-        assert f.read(8) == PNG_SIGNATURE
-    image = io.imread(path)
-    assert image.ndim == 3 and min(image.shape[:2]) >= min_side
-    # A figure, not a blank canvas.
-    assert image[..., :3].std() > 10
-
-
-@pytest.fixture
-def photo_dir(tmp_path):
-    """Two small 'photographs' of different sizes: smooth shapes plus a little noise."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / 'photos'
-    folder.mkdir()
-    for i, (h, w) in enumerate([(48, 72), (64, 56)]):
-        yy, xx = np.mgrid[:h, :w]
-        disk = ((yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (h / 4) ** 2).astype(float)
-        image = np.stack([disk, xx / w, yy / h], axis=-1) * 200 + rng.uniform(0, 40, (h, w, 3))
-        io.imsave(str(folder / f'photo{i}.png'), image.astype(np.uint8), check_contrast=False)
-    return folder
-
-
-def photos(folder):
-    return [str(folder / 'photo0.png'), str(folder / 'photo1.png')]
+from helpers.figures import assert_png
 
 
 def test_gate_maps_sum_to_context(tiny_arch):
@@ -93,7 +65,7 @@ def test_context_map_figure_spanet(tmp_path, photo_dir, tiny_arch):
     torch.save(source.state_dict(), checkpoint)
     torch.manual_seed(5)
     model = build_backbone('spanet', arch=tiny_arch, checkpoint=str(checkpoint))
-    images = [read_rgb(p) for p in photos(photo_dir)]
+    images = [read_rgb(p) for p in sorted(str(p) for p in photo_dir.glob('*.png'))]
     out = tmp_path / 'ctx' / 'context.png'
     panels = context_map_figure(model, images, str(out), size=64)
     assert_png(out)
@@ -113,7 +85,7 @@ def test_context_map_figure_spanet(tmp_path, photo_dir, tiny_arch):
 
 def test_context_map_figure_spanetv2(tmp_path, photo_dir, tiny_v2_arch):
     model = build_backbone('spanetv2', arch=tiny_v2_arch)
-    images = [read_rgb(p) for p in photos(photo_dir)]
+    images = [read_rgb(p) for p in sorted(str(p) for p in photo_dir.glob('*.png'))]
     out = tmp_path / 'ctx_v2.png'
     panels = context_map_figure(model, images, str(out), size=64, stage=1, reduce='absmean')
     assert_png(out)

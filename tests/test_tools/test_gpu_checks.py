@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from spanet_tools.analysis import gpu_checks
+from spanet_tools.analysis import gpu_checks, gpu_table
 from spanet_tools.analysis.gpu_checks import (
     EmptyTrainingLog,
     check_correctness,
@@ -129,6 +129,15 @@ def test_make_coco_data_writes_and_reuses(tmp_path, capsys):
     assert len(_ann_images(root, 'train')) == 2
     assert make_coco_data(root, num_train=2, num_val=1, size=40, reuse=True) is True
     assert _ann_images(root, 'train')[0]['width'] == 40
+    # COCO's 80 categories, as the RetinaNet configs' classes; data of other names is not reused
+    ann = os.path.join(root, 'annotations', 'instances_train2017.json')
+    with open(ann) as f:
+        data = json.load(f)
+    assert len(data['categories']) == 80
+    data['categories'] = data['categories'][:3]
+    with open(ann, 'w') as f:
+        json.dump(data, f)
+    assert make_coco_data(root, num_train=2, num_val=1, size=40, reuse=True) is True
 
 
 # -- train-stats ----------------------------------------------------------------------------------
@@ -395,6 +404,7 @@ def test_cli_accepts_the_documented_command_lines(cli):
         'profile',
         'train-stats',
         'note',
+        'table',
     }
     for line in documented:
         cli.parse_args(line.split())
@@ -561,11 +571,15 @@ def test_every_call_in_the_script_parses(cli, correctness_args):
         'profile',
         'smoke',
         'smoke',
+        'table',
         'train-stats',
     ]
-    # the note kinds the script's steps ask for (step NAME LIMIT KIND FILE ...)
+    # the note kinds the script's steps ask for (step NAME LIMIT KIND FILE ...; bounded_step
+    # NAME LIMIT MIN_S KIND FILE ..., which passes its own arguments on to step)
     text = SCRIPT_PATH.read_text().replace('\\\n', ' ')
-    kinds = set(re.findall(r'^\s*step\s+\S+\s+\S+\s+(\S+)\s', text, re.M)) - {'-'}
+    kinds = set(re.findall(r'^\s*step\s+\S+\s+\S+\s+(\S+)\s', text, re.M))
+    kinds |= set(re.findall(r'^\s*bounded_step\s+\S+\s+\S+\s+\S+\s+(\S+)\s', text, re.M))
+    kinds -= {'-', '"$@"'}
     assert kinds == set(gpu_checks.NOTE_KINDS)
     variables = dict(
         DEVICE='cuda',
@@ -588,6 +602,7 @@ def test_every_call_in_the_script_parses(cli, correctness_args):
             argv = _expand(call, kind=kind or '', **variables)
             parsed[kind or argv[0]] = cli.parse_args(argv)
     assert parsed['smoke'].device == 'cuda'
+    assert parsed['table'].out_dir == '/out'
     correctness = parsed['correctness']
     assert correctness.json == '/out/correctness.json'
     assert correctness.sizes == ([(64, 64)] if correctness_args else [(224, 224), (333, 517)])
@@ -666,3 +681,114 @@ def test_script_all_phase_runs_its_steps_on_cpu(tmp_path):
     assert 'train_spanet_s' in steps and summary.rstrip().endswith('ALL OK')
     assert json.loads((out / 'profile.json').read_text())['unit'] == 'CPU operator'
     assert json.loads((out / 'train.json').read_text())['train_spanet_s']['time_s'] > 0
+
+
+# -- gpu_checks.sh table --------------------------------------------------------------------------
+
+
+def _benchmark_json(path, times, mode='forward', size=(224, 224), batch=128, compile_s=None):
+    """A benchmark.py json with one result per ``model: median ms``."""
+    results = [
+        dict(
+            model=model,
+            mode=mode,
+            height=size[0],
+            width=size[1],
+            batch=batch,
+            median_ms=ms,
+            peak_mb=100.0 + ms,
+            compile_s=compile_s if model.endswith('@compiled') else None,
+        )
+        for model, ms in times.items()
+    ]
+    data = dict(
+        environment=dict(gpu='NVIDIA H200', torch='2.13.0'),
+        calibration_gflops=dict(float32=50000.0, float16=700000.0),
+        dtype='float16',
+        results=results,
+    )
+    path.write_text(json.dumps(data))
+
+
+def test_gpu_table_from_the_steps_result_files(tmp_path, cli, capsys):
+    _benchmark_json(
+        tmp_path / 'table_fwd.json',
+        {'spanet:s': 20.0, 'spanetv2:s18_pure': 10.0, 'spanetv2:s18_hybrid': 12.0,
+         'convnext:tiny': 9.0},
+    )  # fmt: skip
+    _benchmark_json(
+        tmp_path / 'table_compiled.json',
+        {'spanet:s@compiled': 10.0, 'convnext:tiny@compiled': 9.5, 'spanet:s': 21.0},
+        compile_s=42.4,
+    )
+    _benchmark_json(
+        tmp_path / 'table_train_224.json',
+        {'spanet:s': 100.0, 'convnext:tiny': 85.0},
+        mode='train',
+        batch=64,
+    )
+    retina = dict(
+        retina_spanet_s=dict(time_s=0.12, memory_mb=3000, entries=[dict(time=0.3)]),
+        retina_r50=dict(time_s=0.1, memory_mb=2000, entries=[dict(time=0.2)]),
+    )
+    (tmp_path / 'table_retina.json').write_text(json.dumps(retina))
+    assert cli.main(['table', str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith('NVIDIA H200, torch 2.13.0; GEMM calibration: float32 50.0 TFLOP/s')
+    rows = {line.split(' | ')[0]: line.split(' | ') for line in table.splitlines() if '|' in line}
+    spanet = rows['| spanet:s']
+    # eager 20 ms against 9 ms; compiled 10 against 9.5; training 100 against 85
+    assert spanet[1:7] == ['20.0', '0.45x below 0.8', '10.0', '0.95x ok', '42', '100.0']
+    assert spanet[7:9] == ['0.85x ok', '200 |']
+    assert rows['| convnext:tiny'][1:3] == ['9.0', '1.00x']
+    assert rows['| spanetv2:s18_pure'][1:4] == ['10.0', '0.90x ok', '-']
+    assert 'training step, ms (224x224, batch 64)' in table
+    retina_row = rows['| SPANet-S, eager']
+    assert retina_row[1:6] == ['0.120', '3000', '1.20x ok', '1.50x ok', '0.30 |']
+    assert rows['| SPANet-S, compile=True'][1:3] == ['-', '-']
+
+
+def test_gpu_table_without_results(tmp_path):
+    table = gpu_table.format_gpu_table(str(tmp_path / 'missing'))
+    assert table.startswith('no benchmark result found')
+    assert '| spanet:s | - | - | - | - | - |' in table
+    assert '| ResNet-50, eager | - | - | | | - |' in table
+    (tmp_path / 'table_fwd.json').write_text('{not json')
+    assert gpu_table.read_results(str(tmp_path)) == {}
+
+
+@pytest.mark.slow
+def test_script_table_phase_runs_on_cpu(tmp_path):
+    """``gpu_checks.sh table`` as a dry run on the CPU: the backbones' forwards and training
+    steps at 32x32, the table printed from their files and kept in table.md."""
+    out = tmp_path / 'out'
+    env = dict(
+        os.environ,
+        OUT=str(out),
+        GC_DEVICE='cpu',
+        GC_AMP='0',
+        GC_SCRATCH=str(tmp_path / 'scratch'),
+        GC_TABLE_STEPS='fwd,train',
+        GC_TABLE_FWD='32:1',
+        GC_TABLE_TRAIN='32:1',
+        GC_TABLE_ROUNDS='1',
+        GC_TABLE_TRAIN_ROUNDS='1',
+        GC_TABLE_WARMUP='0',
+        GC_CALIBRATION='128',
+    )
+    proc = subprocess.run(
+        ['bash', str(SCRIPT_PATH), 'table'],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    summary = (out / 'summary.txt').read_text()
+    assert proc.returncode == 0, summary + proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (out / 'table.md').read_text()
+    assert table in proc.stdout
+    rows = [line for line in table.splitlines() if line.startswith('| spanet')]
+    assert len(rows) == 3 and all(' - | - |' not in row.split('|', 2)[2][:12] for row in rows)
+    assert 'training step, ms (32x32, batch 1)' in table
+    assert json.loads((out / 'table_fwd.json').read_text())['dtype'] == 'float32'

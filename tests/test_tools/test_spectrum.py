@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from skimage import io
 from torch import nn
 
 from spanet_tools.analysis.spectrum import (
@@ -21,34 +20,7 @@ from spanet_tools.analysis.spectrum import (
 from spanet_tools.catalogue import build_backbone
 from spanet_tools.images import read_rgb, to_model_input
 
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-def assert_png(path, min_side=50):
-    with open(path, 'rb') as f:
-        assert f.read(8) == PNG_SIGNATURE
-    image = io.imread(path)
-    assert image.ndim == 3 and min(image.shape[:2]) >= min_side
-    # A figure, not a blank canvas.
-    assert image[..., :3].std() > 10
-
-
-@pytest.fixture
-def photo_dir(tmp_path):
-    """Two small 'photographs' of different sizes: smooth shapes plus a little noise."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / 'photos'
-    folder.mkdir()
-    for i, (h, w) in enumerate([(48, 72), (64, 56)]):
-        yy, xx = np.mgrid[:h, :w]
-        disk = ((yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (h / 4) ** 2).astype(float)
-        image = np.stack([disk, xx / w, yy / h], axis=-1) * 200 + rng.uniform(0, 40, (h, w, 3))
-        io.imsave(str(folder / f'photo{i}.png'), image.astype(np.uint8), check_contrast=False)
-    return folder
-
-
-def photos(folder):
-    return [str(folder / 'photo0.png'), str(folder / 'photo1.png')]
+from helpers.figures import assert_png
 
 
 def _blurred_noise(size=32, sigma=2.0):
@@ -94,7 +66,9 @@ def test_spectrum_report(tmp_path, photo_dir, tiny_arch, tiny_v2_arch):
         'spanetv2:s18_hybrid': build_backbone('spanetv2', arch=tiny_v2_arch),
         'convnext:atto': build_backbone('convnext:atto'),
     }
-    results = spectrum_report(models, photos(photo_dir), str(out_dir), size=64)
+    results = spectrum_report(
+        models, sorted(str(p) for p in photo_dir.glob('*.png')), str(out_dir), size=64
+    )
 
     spanet_layers = results['spanet:s']['layers']
     assert len(spanet_layers) == sum(tiny_arch['depths'])
@@ -132,9 +106,12 @@ def test_spectrum_of_an_exspam_layer_is_its_output_spectrum(photo_dir, tiny_v2_a
     """The curve of the first ExSPAM layer is that of its (B, H, W, C) output read as maps."""
     model = build_backbone('spanetv2', arch=tiny_v2_arch)
     results = spectrum_report(
-        {'spanetv2:x': model}, photos(photo_dir)[:1], str(photo_dir / 'out'), size=64
+        {'spanetv2:x': model},
+        sorted(str(p) for p in photo_dir.glob('*.png'))[:1],
+        str(photo_dir / 'out'),
+        size=64,
     )
-    x = to_model_input(read_rgb(photos(photo_dir)[0]), 64)
+    x = to_model_input(read_rgb(sorted(str(p) for p in photo_dir.glob('*.png'))[0]), 64)
     seen = []
     handle = model.stages[0][0].token_mixer.register_forward_hook(
         lambda m, a, out: seen.append(out.permute(0, 3, 1, 2))

@@ -16,11 +16,13 @@ Subcommands::
     python tools/analysis/gpu_checks.py train-stats WORK_DIR --skip 20 --json out.json
     # one line about a result file, for gpu_checks.sh's summary table
     python tools/analysis/gpu_checks.py note fwd out.json
+    # the comparison table of `gpu_checks.sh table` from its result files in OUT
+    python tools/analysis/gpu_checks.py table work_dirs/gpu_checks
 
 ``correctness`` exits with status 1 if any comparison is over its tolerance. With
 ``--device cpu`` it runs anywhere (CPU against CPU, bfloat16 autocast), to check the script.
 
-The logic: spanet_tools/analysis/gpu_checks.py.
+The logic: spanet_tools/analysis/gpu_checks.py (the table: spanet_tools/analysis/gpu_table.py).
 """
 
 import argparse
@@ -33,7 +35,7 @@ from typing import List, Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from spanet_mm.engine.cli import size_arg  # noqa: E402
-from spanet_tools.analysis import gpu_checks  # noqa: E402
+from spanet_tools.analysis import gpu_checks, gpu_table  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -97,6 +99,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = sub.add_parser('note', help='one line about a result file, for the summary')
     p.add_argument('kind', choices=list(gpu_checks.NOTE_KINDS))
     p.add_argument('file', help='the json file (train: FILE:LABEL)')
+    p = sub.add_parser('table', help='the comparison table of gpu_checks.sh table')
+    p.add_argument('out_dir', help="the script's OUT, holding the steps' json files")
     return parser.parse_args(argv)
 
 
@@ -150,6 +154,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f'train-stats {args.label}: no training entries logged')
             return 1
         print(gpu_checks.format_train_stats(stats))
+        return 0
+    if args.command == 'table':
+        print(gpu_table.format_gpu_table(args.out_dir))
         return 0
     # note: FILE:LABEL for a train note (the label under which train-stats filed the run)
     path, _, label = args.file.partition(':')

@@ -4,6 +4,23 @@
 #   bash tools/analysis/gpu_checks.sh all       # both below in one call, the build overlapped
 #   bash tools/analysis/gpu_checks.sh build     # wheels -> /tmp/site, mmcv with CUDA ops, smoke
 #   bash tools/analysis/gpu_checks.sh measure   # correctness, speed, profiles, training steps
+#   bash tools/analysis/gpu_checks.sh table     # the comparison table, in at most GC_BUDGET_S
+#
+# `table` times, in float16 autocast, one process per setting and interleaved (with the GPU's
+# name and GEMM calibration): the forwards of SPANet-S, SPANetV2-S18 pure and hybrid and
+# ConvNeXt-T at 224, batch 128, eager (step fwd) and eager and compiled (compiled); their
+# training steps at 224, batch 64, and 800x1216, batch 2 (train); RetinaNet 1x training
+# iterations with --amp, batch 2, SPANet-S and ResNet-50 (retina), and the same with
+# compile=True (retina_compile). It ends by printing the table
+# (spanet_tools/analysis/gpu_table.py) and writing it to table.md in $OUT. Every step's time
+# limit is cut to what is left of the budget (GC_BUDGET_S, 570 s): a step that does not fit is
+# skipped and its cells read "-". It needs the build phase's /tmp (it installs and builds
+# first, outside the budget, if that is gone). Knobs: GC_TABLE_STEPS
+# (fwd,train,retina,compiled,retina_compile), GC_TABLE_FWD ("224:128", SIZE:BATCH),
+# GC_TABLE_TRAIN ("224:64 800x1216:2"), GC_TABLE_ROUNDS (20, the forwards'),
+# GC_TABLE_TRAIN_ROUNDS (10), GC_TABLE_WARMUP (5). A dry run here, without a GPU:
+# GC_DEVICE=cpu GC_AMP=0 GC_CALIBRATION=128 GC_TABLE_FWD=32:1 GC_TABLE_TRAIN=32:1
+# GC_TABLE_STEPS=fwd,train GC_TABLE_ROUNDS=1 GC_TABLE_TRAIN_ROUNDS=1 GC_TABLE_WARMUP=0 ...
 #
 # `all` saves most of the build's 4-5 minutes of a lease: mmcv compiles in the background (niced,
 # two cores left free) while the steps that need no compiled op run on the GPU, with mmcv's
@@ -63,8 +80,8 @@ set -euo pipefail
 
 PHASE=${1:-}
 case "$PHASE" in
-  all|build|measure) ;;
-  *) echo "usage: bash $0 {all|build|measure}" >&2; exit 2 ;;
+  all|build|measure|table) ;;
+  *) echo "usage: bash $0 {all|build|measure|table}" >&2; exit 2 ;;
 esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -79,7 +96,11 @@ WHL=${GC_WHEELS:-$REPO/.whl}
 MMCV_VERSION=2.1.0
 MMCV_SRC=$SCRATCH/mmcv-$MMCV_VERSION
 DEVICE=${GC_DEVICE:-cuda}
-if [ "$PHASE" = all ]; then BUDGET_S=${GC_BUDGET_S:-520}; else BUDGET_S=${GC_BUDGET_S:-360}; fi
+case "$PHASE" in
+  all) BUDGET_S=${GC_BUDGET_S:-520} ;;
+  table) BUDGET_S=${GC_BUDGET_S:-570} ;;
+  *) BUDGET_S=${GC_BUDGET_S:-360} ;;
+esac
 STEPS=${GC_STEPS:-correctness,fwd_amp,fwd_fp32,bb_train_amp,profile,profile_train,train,train_r50}
 DATA=$SCRATCH/coco_shapes
 TRAIN_IMAGES=${GC_TRAIN_IMAGES:-128}
@@ -372,17 +393,18 @@ train_options() {
   )
 }
 
-train_run() {  # LABEL CONFIG LIMIT
+train_run() {  # LABEL CONFIG LIMIT [CFG_OPTION...]
   local label=$1 config=$2 limit=$3 wd=$SCRATCH/work_dirs/$1
+  shift 3
   local amp=()
   [ "${GC_AMP:-1}" = 1 ] && amp=(--amp)
   rm -rf "$wd"
   train_options
   step "$label" "$limit" - - python3 tools/train.py "$config" "${amp[@]}" --no-validate \
-    --work-dir "$wd" --cfg-options "${TRAIN_OPTS[@]}"
-  step "${label}_stats" 60 train "$OUT/train.json:$label" \
+    --work-dir "$wd" --cfg-options "${TRAIN_OPTS[@]}" "$@"
+  step "${label}_stats" 60 train "${TRAIN_JSON:-$OUT/train.json}:$label" \
     python3 tools/analysis/gpu_checks.py train-stats "$wd" --label "$label" --skip 20 \
-    --batch 2 --json "$OUT/train.json"
+    --batch 2 --json "${TRAIN_JSON:-$OUT/train.json}"
 }
 
 COMPARED="spanet:s convnext:tiny reference:s"
@@ -494,6 +516,103 @@ phase_measure() {
   say "budget for optional steps: ${BUDGET_S}s; steps: $STEPS"
   gpu_steps
   training_steps
+}
+
+# -- the table ------------------------------------------------------------------------------
+
+TABLE_MODELS="spanet:s spanetv2:s18_pure spanetv2:s18_hybrid convnext:tiny"
+TABLE_STEPS=${GC_TABLE_STEPS:-fwd,train,retina,compiled,retina_compile}
+TABLE_RESERVE=20  # seconds kept for printing the table
+
+table_wanted() { [[ ",$TABLE_STEPS," == *",$1,"* ]]; }
+
+# bounded_step NAME LIMIT MIN_S NOTE_KIND NOTE_FILE CMD...: step with its limit cut to what is
+# left of the budget, skipped if under MIN_S is left.
+bounded_step() {
+  local name=$1 limit=$2 min=$3; shift 3
+  local left=$(( BUDGET_S - $(elapsed) - TABLE_RESERVE ))
+  if [ "$left" -lt "$min" ]; then
+    skip "$name" "not in the ${BUDGET_S}s budget at $(elapsed)s"
+    return 0
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
+  step "$name" "$limit" "$@"
+}
+
+table_benchmark() {  # NAME SIZE BATCH ROUNDS LIMIT MIN_S "MODELS" [benchmark.py options...]
+  local name=$1 size=$2 batch=$3 rounds=$4 limit=$5 min=$6 models=$7; shift 7
+  local amp=() memory=(--memory)
+  [ "${GC_AMP:-1}" = 1 ] && amp=(--amp)
+  # (the CPU's peaks take a fresh process per case: a dry run goes without them)
+  [ "$DEVICE" = cpu ] && memory=()
+  # shellcheck disable=SC2086  # the models are words
+  bounded_step "$name" "$limit" "$min" fwd "$OUT/$name.json" \
+    python3 tools/analysis/benchmark.py --device "$DEVICE" "${amp[@]}" "${memory[@]}" "$@" \
+    --models $models --sizes "$size" --batch-sizes "$batch" --rounds "$rounds" \
+    --warmup "${GC_TABLE_WARMUP:-5}" --calibration-size "$CALIBRATION" --json "$OUT/$name.json"
+}
+
+table_retina() {  # LABEL CONFIG LIMIT MIN_S [CFG_OPTION...]: a RetinaNet run and its stats
+  local label=$1 config=$2 limit=$3 min=$4; shift 4
+  local left=$(( BUDGET_S - $(elapsed) - TABLE_RESERVE - 15 ))
+  if [ "$left" -lt "$min" ]; then
+    skip "$label" "not in the ${BUDGET_S}s budget at $(elapsed)s"
+    return 0
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
+  train_run "$label" "$config" "$limit" "$@"
+}
+
+table_steps() {
+  local fwd=${GC_TABLE_FWD:-224:128} rounds=${GC_TABLE_ROUNDS:-20} case compiled='' m
+  rm -f "$OUT"/table_*.json "$OUT/table.md"
+  TRAIN_JSON=$OUT/table_retina.json  # (train_run's stats go there)
+  if table_wanted fwd; then
+    table_benchmark table_fwd "${fwd%%:*}" "${fwd##*:}" "$rounds" 150 30 "$TABLE_MODELS"
+  fi
+  if table_wanted train; then
+    for case in ${GC_TABLE_TRAIN:-224:64 800x1216:2}; do
+      table_benchmark "table_train_${case%%:*}" "${case%%:*}" "${case##*:}" \
+        "${GC_TABLE_TRAIN_ROUNDS:-10}" 150 30 \
+        "$TABLE_MODELS" --mode train
+    done
+  fi
+  local r50=$SCRATCH/retinanet_r50_fpn_1x_coco.py
+  printf "_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n" > "$r50"
+  if table_wanted retina || table_wanted retina_compile; then
+    make_data
+  fi
+  if table_wanted retina; then
+    table_retina retina_spanet_s configs/mmdet/retinanet_spanet_s_1x.py 150 45
+    table_retina retina_r50 "$r50" 120 40
+  fi
+  if table_wanted compiled; then
+    for m in $TABLE_MODELS; do compiled="$compiled $m $m@compiled"; done
+    # (compiling takes most of it: each model once, for this input, before the timing)
+    table_benchmark table_compiled "${fwd%%:*}" "${fwd##*:}" "$rounds" 360 120 "$compiled"
+  fi
+  if table_wanted retina_compile; then
+    table_retina retina_spanet_s_compile configs/mmdet/retinanet_spanet_s_1x.py 240 90 \
+      compile=True
+    table_retina retina_r50_compile "$r50" 180 60 compile=True
+  fi
+  echo
+  say "=== table"
+  python3 tools/analysis/gpu_checks.py table "$OUT" > "$OUT/table.md" || RC=1
+  cat "$OUT/table.md"
+}
+
+phase_table() {
+  report_machine
+  if ! mmcv_ready || ! python3 -c 'import mmdet, mmpretrain, mmseg' > /dev/null 2>&1; then
+    say "the build phase's /tmp is gone (a fresh machine?): installing and building first," \
+      "outside the table's ${BUDGET_S}s budget"
+    wheels_step || return 0
+    build_step "$OUT/mmcv_build.log" || return 0
+    START=$(date +%s)
+  fi
+  say "budget: ${BUDGET_S}s; steps: $TABLE_STEPS"
+  table_steps
 }
 
 phase_all() {
