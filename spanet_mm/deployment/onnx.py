@@ -57,6 +57,7 @@ from ..codebases import (
     retinanet_config,
 )
 from ..models import SpectralBackbone
+from ..models.real_dft import matmul
 
 KINDS = ('backbone', 'classifier', 'retinanet', 'segmentor', 'backbone-neck')
 # The kinds built from a config only (no model written in code for them).
@@ -102,7 +103,7 @@ class WindowMeanPool2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         rows = window_means(self.output_size[0], x.shape[-2], x.dtype, x.device)
         cols = window_means(self.output_size[1], x.shape[-1], x.dtype, x.device)
-        return torch.matmul(torch.matmul(rows, x), cols.t())
+        return matmul(matmul(rows, x), cols.t())
 
 
 def window_means(out: int, size: int, dtype: torch.dtype, device=None) -> Tensor:

@@ -108,10 +108,10 @@ def filter_spectrum(x: Tensor, gain: Tensor) -> Tensor:
     # alpha and the orthonormal scalings folded into the gain, repeated for the [re; im] rows.
     weighted = gain.to(x.dtype) * (bases.alpha / (height * width))
     weighted = torch.cat([weighted, weighted], dim=1)
-    spectrum = torch.matmul(x.unsqueeze(2), bases.forward_w)  # (B, C, 2, H, K)
-    spectrum = torch.matmul(bases.dft_h, spectrum.reshape(batch, channels, 2 * height, bins))
-    spectrum = torch.matmul(bases.dft_h.t(), spectrum * weighted)
-    out = torch.matmul(spectrum.reshape(batch, channels, 2, height, bins), bases.inverse_w)
+    spectrum = matmul(x.unsqueeze(2), bases.forward_w)  # (B, C, 2, H, K)
+    spectrum = matmul(bases.dft_h, spectrum.reshape(batch, channels, 2 * height, bins))
+    spectrum = matmul(bases.dft_h.t(), spectrum * weighted)
+    out = matmul(spectrum.reshape(batch, channels, 2, height, bins), bases.inverse_w)
     return out.sum(2)
 
 
@@ -169,9 +169,23 @@ def bicubic_matrix(out: int, size: int, dtype: torch.dtype = torch.float32, devi
     return matrix
 
 
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.matmul`` with the operand of lower rank given leading dims of size 1 first:
+    OpenVINO's CPU plugin refuses a MatMul whose inputs differ in rank."""
+    while a.dim() < b.dim():
+        a = a.unsqueeze(0)
+    while b.dim() < a.dim():
+        b = b.unsqueeze(0)
+    return torch.matmul(a, b)
+
+
 def resize_bicubic(weight: Tensor, size) -> Tensor:
     """``F.interpolate(weight[None], size, mode='bicubic', align_corners=True)[0]`` of a
     ``(C, h, w)`` tensor as two products with :func:`bicubic_matrix` matrices."""
     rows = bicubic_matrix(size[0], weight.shape[-2], weight.dtype, weight.device)
     cols = bicubic_matrix(size[1], weight.shape[-1], weight.dtype, weight.device)
-    return torch.matmul(torch.matmul(rows, weight), cols.t())
+    # The stored gain (a constant in an exported graph) stays the left operand: OpenVINO
+    # turns a product with a constant right operand into a FullyConnected node, which then
+    # refuses the size-dependent rows.
+    transposed = matmul(weight.transpose(-1, -2), rows.t())  # (C, w, H)
+    return matmul(cols, transposed).transpose(-1, -2)
