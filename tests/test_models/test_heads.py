@@ -3,16 +3,10 @@
 import pytest
 import torch
 
-from spanet_mm.codebases import default_scope, register_codebase
 from spanet_mm.models.heads import SPANetV2ClsHead
 
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """The head builds its loss from MMPretrain's registry, as inside an MMPretrain config."""
-    register_codebase('mmpretrain')
-    with default_scope('mmpretrain'):
-        yield
+# The head builds its loss from MMPretrain's registry, as inside an MMPretrain config.
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def test_head_is_fc2_of_the_normed_squared_relu():

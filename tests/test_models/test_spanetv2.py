@@ -67,6 +67,7 @@ def reference_for(model, num_classes=0):
 
 
 @pytest.mark.parametrize('arch', sorted(CLASSIFIER_PARAMS))
+@pytest.mark.usefixtures('mmpretrain_scope')
 def test_parameter_counts(arch):
     from spanet_mm.models.heads import SPANetV2ClsHead
 
@@ -137,6 +138,7 @@ def test_gradients_equal_reference():
         )
 
 
+@pytest.mark.usefixtures('mmpretrain_scope')
 def test_classifier_equals_reference():
     from spanet_mm.models.heads import SPANetV2ClsHead
 
@@ -187,6 +189,7 @@ def test_release_checkpoint_loads_through_init_cfg(tmp_path, wrap):
             torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.usefixtures('mmpretrain_scope')
 def test_release_classifier_norm_goes_to_gap_backbone(tmp_path):
     from spanet_mm.models.heads import SPANetV2ClsHead
 
@@ -251,6 +254,7 @@ def test_builds_from_codebase_registries(scope):
     assert [tuple(o.shape) for o in outs] == [(1, 64, 8, 8), (1, 128, 2, 2)]
 
 
+@pytest.mark.usefixtures('mmpretrain_scope')
 def test_image_classifier_loss_and_predict():
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
