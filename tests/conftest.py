@@ -1,5 +1,7 @@
 """Fixtures shared by the test suite (helper functions live in tests/helpers/)."""
 
+import copy
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from helpers.options import (
     COCO_NUM_VAL,
     E2E_IMAGE_SIZE,
     TINY_ARCH,
+    TINY_HYBRID_V2_ARCH,
     cfg_options,
     coco_data_options,
 )
@@ -134,12 +137,5 @@ def imagenet_options(imagenet_like):
 
 @pytest.fixture
 def tiny_v2_arch():
-    """A hybrid SPANetV2 small enough for quick tests: ExSPAM (4 heads) in stages 1-2,
-    MixAttention and Attention (16-channel heads) in 3-4. Its widths differ from its map sizes
-    at 64x64 input, so a channels-last map read the wrong way round shows."""
-    return dict(
-        embed_dims=[8, 16, 32, 32],
-        depths=[1, 1, 1, 1],
-        mixers=['spectral', 'spectral', 'mix_attention', 'attention'],
-        attention_head_dims=16,
-    )
+    """A copy of TINY_HYBRID_V2_ARCH (tests/helpers/options.py), free to change."""
+    return copy.deepcopy(TINY_HYBRID_V2_ARCH)

@@ -99,6 +99,15 @@ AUTOCAST_REGIONS = ('call', 'run')
 TRAIN_STEP_FORWARDS = 3
 
 
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values``, interpolated linearly between the ordered values."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (pos - low) * (ordered[high] - ordered[low])
+
+
 @dataclass
 class Result:
     """Timings (seconds) of one contender in one setting, and its forward's MACs."""
@@ -116,11 +125,7 @@ class Result:
     compile_s: Optional[float] = None  # NAME@compiled: seconds to compile for this input
 
     def quantile(self, q: float) -> float:
-        ordered = sorted(self.times)
-        pos = q * (len(ordered) - 1)
-        low = int(pos)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (pos - low) * (ordered[high] - ordered[low])
+        return quantile(self.times, q)
 
     @property
     def median_ms(self) -> float:
@@ -186,6 +191,32 @@ class Report:
 
 
 # -- calibration --------------------------------------------------------------------------
+
+
+def add_timing_arguments(parser, threads_help: str = 'torch.set_num_threads (default 2)') -> None:
+    """The command-line options every timing tool shares: ``--rounds``, ``--warmup``,
+    ``--threads``, ``--calibration-size`` and ``--json`` (checked by
+    :func:`check_timing_arguments`)."""
+    parser.add_argument('--rounds', type=int, default=10, help='timed rounds (default 10)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed rounds (default 2)')
+    parser.add_argument('--threads', type=int, default=2, help=threads_help)
+    parser.add_argument(
+        '--calibration-size',
+        type=int,
+        default=CALIBRATION_SIZE,
+        help='side of the calibration GEMM (default %(default)s)',
+    )
+    parser.add_argument('--json', help="write all results (and each round's time) here")
+
+
+def check_timing_arguments(parser, args) -> None:
+    """Refuse, as a usage error, rounds, threads or a calibration size below 1 and a negative
+    warm-up."""
+    if args.rounds < 1 or args.threads < 1 or args.calibration_size < 1 or args.warmup < 0:
+        parser.error(
+            '--rounds, --threads and --calibration-size must be >= 1 and --warmup >= 0, got '
+            f'{args.rounds}, {args.threads}, {args.calibration_size} and {args.warmup}'
+        )
 
 
 def gemm_gflops(

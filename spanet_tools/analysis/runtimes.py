@@ -62,6 +62,7 @@ from .benchmark import (
     environment,
     forward_macs,
     interleaved_timings,
+    quantile,
     steady_allocator,
 )
 
@@ -125,10 +126,7 @@ class Timing:
 
     @property
     def iqr_ms(self) -> Tuple[float, float]:
-        if len(self.times) < 2:
-            return self.median_ms, self.median_ms
-        low, _, high = statistics.quantiles(self.times, n=4, method='inclusive')
-        return 1000 * low, 1000 * high
+        return 1000 * quantile(self.times, 0.25), 1000 * quantile(self.times, 0.75)
 
     def calibration_share(self, gflops: Optional[float]) -> Optional[float]:
         """Achieved FLOP/s at the median time as a share of the calibration GEMM's (of the

@@ -3,6 +3,15 @@
 # A SPANet small enough for quick tests yet with every feature of the real ones: four
 # stages, three chunks per SPAM, both radii and ResScale in stages 3-4.
 TINY_ARCH = dict(embed_dims=[12, 18, 24, 30], depths=[1, 1, 2, 1])
+# A hybrid SPANetV2 small enough for quick tests: ExSPAM (4 heads) in stages 1-2, MixAttention
+# and Attention (16-channel heads) in 3-4. Its widths differ from its map sizes at 64x64
+# input, so a channels-last map read the wrong way round shows.
+TINY_HYBRID_V2_ARCH = dict(
+    embed_dims=[8, 16, 32, 32],
+    depths=[1, 1, 1, 1],
+    mixers=['spectral', 'spectral', 'mix_attention', 'attention'],
+    attention_head_dims=16,
+)
 # Side of the generated images and of the scale the configs are overridden to.
 E2E_IMAGE_SIZE = 64
 COCO_NUM_TRAIN, COCO_NUM_VAL = 16, 8

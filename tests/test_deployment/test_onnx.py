@@ -35,16 +35,10 @@ from spanet_mm.deployment.onnx import (
 )
 
 from helpers.commands import REPO_ROOT, tool
+from helpers.options import TINY_HYBRID_V2_ARCH
 from helpers.spanetv2_formulas import to_release_classifier
 
-# The hybrid of tests/conftest.py's tiny_v2_arch: ExSPAM in stages 1-2, MixAttention and
-# Attention in 3-4 (module-scoped fixtures cannot take the function-scoped one).
-V2_ARCH = dict(
-    embed_dims=[8, 16, 32, 32],
-    depths=[1, 1, 1, 1],
-    mixers=['spectral', 'spectral', 'mix_attention', 'attention'],
-    attention_head_dims=16,
-)
+V2_ARCH = TINY_HYBRID_V2_ARCH
 V1_ARCH = dict(embed_dims=[12, 18, 24, 30], depths=[1, 1, 1, 1])
 EXPORT_SIZE = (64, 96)
 # Odd and non-square, none the export size; 7 rows give ExSPAM 2 x 12 and 1 x 6 maps.

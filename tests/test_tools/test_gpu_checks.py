@@ -545,6 +545,21 @@ def _script_calls():
     return calls
 
 
+def _run_script(phase, out, **variables):
+    """``gpu_checks.sh PHASE`` on the CPU without autocast, logs under ``out``: the process
+    and its summary.txt."""
+    env = dict(os.environ, OUT=str(out), GC_DEVICE='cpu', GC_AMP='0', **variables)
+    proc = subprocess.run(
+        ['bash', str(SCRIPT_PATH), phase],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return proc, (out / 'summary.txt').read_text()
+
+
 def _expand(words, **variables):
     """``words`` as bash expands them with ``variables`` set (an unset one fails)."""
     proc = subprocess.run(
@@ -648,11 +663,9 @@ def test_script_all_phase_runs_its_steps_on_cpu(tmp_path):
     wheels = tmp_path / 'wheels'
     wheels.mkdir()
     out = tmp_path / 'out'
-    env = dict(
-        os.environ,
-        OUT=str(out),
-        GC_DEVICE='cpu',
-        GC_AMP='0',
+    proc, summary = _run_script(
+        'all',
+        out,
         GC_WHEELS=str(wheels),
         GC_SITE=str(site),
         GC_SCRATCH=str(tmp_path / 'scratch'),
@@ -663,15 +676,6 @@ def test_script_all_phase_runs_its_steps_on_cpu(tmp_path):
         GC_IMAGE_SIZE='64',
         GC_TRAIN_SCALE='(64,64)',
     )
-    proc = subprocess.run(
-        ['bash', str(SCRIPT_PATH), 'all'],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    summary = (out / 'summary.txt').read_text()
     assert proc.returncode == 0, summary + proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'already in' in (out / 'mmcv_build.out').read_text()
     lines = summary.strip().splitlines()
@@ -762,11 +766,9 @@ def test_script_table_phase_runs_on_cpu(tmp_path):
     """``gpu_checks.sh table`` as a dry run on the CPU: the backbones' forwards and training
     steps at 32x32, the table printed from their files and kept in table.md."""
     out = tmp_path / 'out'
-    env = dict(
-        os.environ,
-        OUT=str(out),
-        GC_DEVICE='cpu',
-        GC_AMP='0',
+    proc, summary = _run_script(
+        'table',
+        out,
         GC_SCRATCH=str(tmp_path / 'scratch'),
         GC_TABLE_STEPS='fwd,train',
         GC_TABLE_FWD='32:1',
@@ -776,15 +778,6 @@ def test_script_table_phase_runs_on_cpu(tmp_path):
         GC_TABLE_WARMUP='0',
         GC_CALIBRATION='128',
     )
-    proc = subprocess.run(
-        ['bash', str(SCRIPT_PATH), 'table'],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    summary = (out / 'summary.txt').read_text()
     assert proc.returncode == 0, summary + proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (out / 'table.md').read_text()
     assert table in proc.stdout

@@ -165,3 +165,13 @@ def test_tool_needs_pytorch_among_the_runtimes(cli, capsys):
     assert 'must include pytorch' in capsys.readouterr().err
     args = cli.parse_args(['--sizes', '224', '800x1216', '--exporter', 'torchscript'])
     assert args.sizes == [(224, 224), (800, 1216)] and args.exporter == 'torchscript'
+
+
+@pytest.mark.parametrize(
+    'argv', [['--rounds', '0'], ['--warmup', '-1'], ['--threads', '0'], ['--batch', '0']]
+)
+def test_tool_refuses_settings_out_of_range(cli, capsys, argv):
+    with pytest.raises(SystemExit):
+        cli.parse_args(argv)
+    error = capsys.readouterr().err
+    assert argv[0] in error and argv[1] in error.rpartition('got ')[2]

@@ -48,9 +48,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from spanet_mm.engine.cli import size_arg  # noqa: E402
 from spanet_tools.analysis.benchmark import (  # noqa: E402
     AUTOCAST_REGIONS,
-    CALIBRATION_SIZE,
     DEFAULT_MODELS,
+    add_timing_arguments,
     check_settings,
+    check_timing_arguments,
     format_report,
     run_benchmark,
 )
@@ -93,9 +94,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=['forward'],
         help='forward (no autograd) and/or train step',
     )
-    parser.add_argument('--rounds', type=int, default=10, help='timed rounds (default 10)')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed rounds (default 2)')
-    parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (default 2)')
+    add_timing_arguments(parser)
     parser.add_argument('--device', default='cpu', help='cpu (default) or cuda[:N]')
     parser.add_argument(
         '--amp', action='store_true', help='autocast: bfloat16 on CPU, float16 on CUDA'
@@ -117,23 +116,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "(peak RSS growth), on CUDA the allocator's peak during one call",
     )
     parser.add_argument(
-        '--calibration-size',
-        type=int,
-        default=CALIBRATION_SIZE,
-        help='side of the calibration GEMM (default %(default)s)',
-    )
-    parser.add_argument(
         '--allocator-as-found',
         action='store_true',
         help="leave glibc's allocator as the process has it instead of fixing "
         'its mmap threshold (then page faults per call vary between runs)',
     )
-    parser.add_argument('--json', help="write all results (and each round's time) here")
     args = parser.parse_args(argv)
     if args.config and 'config' not in args.models:
         args.models.append('config')
-    if args.rounds < 1 or args.warmup < 0:
-        parser.error('--rounds must be >= 1 and --warmup >= 0')
+    check_timing_arguments(parser, args)
     try:  # the library's own rules, refused here as usage errors
         check_settings(args.models, args.device, args.amp, args.mode, args.autocast_region)
     except ValueError as error:

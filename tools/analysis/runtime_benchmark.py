@@ -34,7 +34,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from spanet_mm.deployment.onnx import EXPORTERS  # noqa: E402
 from spanet_mm.engine.cli import size_arg  # noqa: E402
-from spanet_tools.analysis.benchmark import CALIBRATION_SIZE  # noqa: E402
+from spanet_tools.analysis.benchmark import (  # noqa: E402
+    add_timing_arguments,
+    check_timing_arguments,
+)
 from spanet_tools.analysis.runtimes import (  # noqa: E402
     BASELINE,
     DEFAULT_MODELS,
@@ -77,9 +80,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='input sizes, e.g. 224 512 800x1216 (default 224 512)',
     )
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--threads', type=int, default=2, help='threads of every runtime')
-    parser.add_argument('--rounds', type=int, default=10, help='timed rounds (default 10)')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed rounds (default 2)')
+    add_timing_arguments(parser, threads_help='threads of every runtime (default 2)')
     parser.add_argument(
         '--exporter',
         choices=EXPORTERS,
@@ -97,12 +98,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='the contender the others are compared with in each runtime (default %(default)s)',
     )
     parser.add_argument(
-        '--calibration-size',
-        type=int,
-        default=CALIBRATION_SIZE,
-        help='side of the calibration GEMM (default %(default)s)',
-    )
-    parser.add_argument(
         '--bfloat16',
         action='store_true',
         help='also pytorch-bf16 (autocast) and openvino-bf16 where this CPU has bfloat16 '
@@ -114,10 +109,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="instead: time ExSPAM's filter as the FFT and as real products at SPANetV2's "
         'stage sizes of 224, 512 and 800x1216 inputs',
     )
-    parser.add_argument('--json', help='write all results (and every round) here')
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.warmup < 0 or args.threads < 1 or args.batch < 1:
-        parser.error('--rounds, --threads and --batch must be >= 1 and --warmup >= 0')
+    check_timing_arguments(parser, args)
+    if args.batch < 1:
+        parser.error(f'--batch must be >= 1, got {args.batch}')
     try:
         check_runtimes(args.runtimes)
     except ValueError as error:
